@@ -1,0 +1,1 @@
+"""Configuration, SQLModel tables and the database session shared by server, worker and CLI."""

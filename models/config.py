@@ -1,0 +1,271 @@
+"""The one configuration object of tusflow.
+
+It lives beside the tables rather than in the web layer because the web server, the RQ
+worker and the command line all need it, and ``transcoder`` must never import ``tus_server``.
+Values come from ``config.toml`` (every key documented there), then from environment
+variables named ``TUSFLOW_<SECTION>__<KEY>`` (double underscore between section and key), e.g.
+``TUSFLOW_SERVER__PORT=9000`` or ``TUSFLOW_CORS__ALLOW_ORIGINS='["https://a.example"]'``.
+An environment value is read as a TOML value when it parses as one, else as a plain string.
+Relative paths resolve against the folder of the config file (or the working directory when
+no file is given).  Nothing here is module-level state: callers load a ``Settings`` and pass
+it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "TUSFLOW_"
+
+
+class ConfigError(ValueError):
+    """A config file or environment value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_path: str = "/files/"
+    trust_forwarded_headers: bool = False
+    workers: int = 1
+    body_idle_timeout: float = 30.0
+    lock_timeout: float = 10.0
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: Path = Path("var")
+    fsync: bool = True
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class UploadsConfig:
+    max_size: int = 20 * 1024**3
+    expiration: int = 86400
+    max_metadata_size: int = 4096
+    max_metadata_pairs: int = 32
+    client_chunk_size: int = 8 * 1024**2
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    allow_origins: tuple[str, ...] = ("*",)
+    allow_credentials: bool = False
+    max_age: int = 86400
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = ""
+    queue: str = "tusflow-transcode"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    count: int = 2
+    tries: int = 3
+    retry_backoff: tuple[int, ...] = (10, 60, 300)
+    reconcile_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rendition of the ladder, named by its short side (``720p``)."""
+
+    name: str
+    height: int
+    video_kbps: int
+    audio_kbps: int = 128
+
+
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung("1080p", 1080, 5000, 160),
+    Rung("720p", 720, 2800, 128),
+    Rung("480p", 480, 1200, 128),
+    Rung("360p", 360, 700, 96),
+    Rung("240p", 240, 400, 96),
+)
+
+
+@dataclass(frozen=True)
+class TranscodeConfig:
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    segment_format: str = "fmp4"
+    segment_duration: int = 6
+    keyframe_interval: int = 2
+    preset: str = "veryfast"
+    max_width: int = 7680
+    max_height: int = 4320
+    max_fps: float = 120.0
+    max_duration: float = 6 * 3600.0
+    max_streams: int = 16
+    threads: int = 0
+    timeout_factor: float = 4.0
+    timeout_min: int = 300
+    storyboard_interval: float = 0.0
+    storyboard_columns: int = 10
+    storyboard_width: int = 160
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    uploads: UploadsConfig = field(default_factory=UploadsConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    config_path: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.storage.data_dir
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.storage.data_dir / 'tusflow.db'}"
+
+    def replace(self, **sections: Any) -> "Settings":
+        """Return a copy with whole sections or section keys changed (``server={"port": 0}``)."""
+        changes: dict[str, Any] = {}
+        for name, value in sections.items():
+            if isinstance(value, Mapping):
+                changes[name] = dataclasses.replace(getattr(self, name), **value)
+            else:
+                changes[name] = value
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "config_path"}
+
+
+def _section_class(name: str) -> type:
+    return type(getattr(Settings(), name))
+
+
+def _coerce(section: str, key: str, value: Any, annotation: Any, base: Path) -> Any:
+    where = f"[{section}] {key}"
+    kind = str(annotation)
+    if kind == "Path":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a path string")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        return value
+    if kind.startswith("tuple[Rung"):
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where} must be a non-empty array of tables")
+        rungs = []
+        for item in value:
+            try:
+                rungs.append(Rung(str(item["name"]), int(item["height"]), int(item["video_kbps"]),
+                                  int(item.get("audio_kbps", 128))))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: each rung needs name, height, video_kbps") from exc
+        return tuple(rungs)
+    if kind.startswith("tuple[int"):
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise ConfigError(f"{where} must be an array of integers")
+        return tuple(value)
+    if kind.startswith("tuple[str"):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be an array of strings")
+        return tuple(value)
+    raise ConfigError(f"{where}: unsupported type {kind}")  # pragma: no cover
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (if any), apply ``TUSFLOW_SECTION__KEY`` overrides, validate."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    config_path: Path | None = None
+    if path:
+        config_path = Path(path).expanduser().resolve()
+        try:
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {config_path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: {exc}") from exc
+    base = config_path.parent if config_path else Path.cwd()
+
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if section not in _SECTIONS:
+            raise ConfigError(f"{name}: unknown section [{section}]")
+        raw.setdefault(section, {})[key] = _parse_env_value(value)
+
+    sections: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        cls = _section_class(section)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"[{section}] {key}: unknown key")
+            kwargs[key] = _coerce(section, key, value, known[key].type, base)
+        sections[section] = cls(**kwargs)
+
+    settings = Settings(**sections, config_path=config_path)
+    if not sections.get("storage") or "data_dir" not in raw.get("storage", {}):
+        settings = settings.replace(storage={"data_dir": (base / "var").resolve()})
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not s.server.base_path.startswith("/"):
+        raise ConfigError("[server] base_path must start with '/'")
+    if s.uploads.max_size < 0:
+        raise ConfigError("[uploads] max_size must be >= 0")
+    if s.transcode.segment_format not in ("fmp4", "ts"):
+        raise ConfigError("[transcode] segment_format must be 'fmp4' or 'ts'")
+    if s.cors.allow_credentials and "*" in s.cors.allow_origins:
+        raise ConfigError("[cors] allow_credentials cannot be combined with allow_origins '*'")

@@ -1,0 +1,82 @@
+"""SQLModel tables: the source of truth for uploads and media state.
+
+Upload bytes live on disk under ``data_dir``; a row says where, how long the upload is, what the
+client sent as metadata (the raw header, so values round-trip byte-exact) and whether it has
+completed.  A Media row shares its id with the upload it was made from, so completing the same
+upload twice can never create two media items or two jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Upload(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    length: int | None = None
+    offset: int = 0
+    metadata_raw: str = ""
+    concat: str | None = None  # None, "partial" or "final"
+    concat_parts: str | None = None  # final: JSON list of partial ids, in order
+    owner: str | None = Field(default=None, index=True)
+    storage_path: str = ""  # where the bytes are now, relative to data_dir
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = Field(default=None, index=True)
+    completed_at: datetime | None = None
+
+    @property
+    def is_complete(self) -> bool:
+        return self.completed_at is not None
+
+    @property
+    def parts(self) -> list[str]:
+        return json.loads(self.concat_parts) if self.concat_parts else []
+
+
+class MediaState:
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    ALL = (QUEUED, PROCESSING, READY, FAILED)
+
+
+class Media(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)  # == the upload id
+    owner: str | None = Field(default=None, index=True)
+    title: str = ""
+    description: str = ""
+    filename: str = ""
+    filetype: str = ""
+    size: int = 0
+    source_path: str = ""  # original, relative to data_dir
+    state: str = Field(default=MediaState.QUEUED, index=True)
+    progress: float = 0.0  # 0..100 while processing
+    eta_seconds: float | None = None
+    error: str | None = None
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    renditions_json: str = "[]"
+    has_poster: bool = False
+    has_storyboard: bool = False
+    attempts: int = 0
+    job_id: str | None = None
+    enqueued_at: datetime | None = None  # None while the job still has to reach Redis
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def renditions(self) -> list[dict[str, Any]]:
+        return json.loads(self.renditions_json or "[]")

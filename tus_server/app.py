@@ -1,0 +1,87 @@
+"""The Starlette application: tus endpoint, media API, HLS delivery and pages.
+
+``create_app`` takes the Settings explicitly; ``app_from_env`` is the factory uvicorn calls in
+each worker process when ``[server] workers`` > 1 (it reads the config path the parent set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount
+
+from models.config import Settings, load_settings
+from tus_server.context import AppContext
+from tus_server.publish import Publisher
+from tus_server.tus.handlers import TusContext, TusHandler
+from tus_server.tus.locks import UploadLocks
+from tus_server.tus.repo import UploadRepo
+from tus_server.tus.store import FileStore
+
+CONFIG_ENV = "TUSFLOW_CONFIG_FILE"
+
+TUS_REQUEST_HEADERS = [
+    "Authorization", "Origin", "X-Requested-With", "X-Request-ID", "X-HTTP-Method-Override",
+    "Content-Type", "Upload-Length", "Upload-Offset", "Tus-Resumable", "Upload-Metadata",
+    "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum", "Upload-Incomplete",
+    "Upload-Complete", "Upload-Draft-Interop-Version", "Cache-Control", "Range",
+]
+TUS_RESPONSE_HEADERS = [
+    "Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata",
+    "Upload-Concat", "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Extension",
+    "Tus-Max-Size", "Tus-Checksum-Algorithm", "Link", "Content-Range", "Content-Length",
+]
+
+
+def tus_handler(ctx: AppContext) -> TusHandler:
+    s = ctx.settings
+    store = FileStore(ctx.layout, s.storage.fsync, ctx.executor)
+    return TusHandler(TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration),
+                                 store=store, locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout),
+                                 completion=Publisher(ctx)))
+
+
+def extra_routes(ctx: AppContext) -> list[BaseRoute]:
+    """Routes of the media API, delivery and pages, each from its own module when present."""
+    routes: list[BaseRoute] = []
+    for module_name in ("tus_server.api", "tus_server.delivery", "tus_server.pages"):
+        try:
+            module = __import__(module_name, fromlist=["routes"])
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        routes.extend(module.routes(ctx))
+    return routes
+
+
+def create_app(settings: Settings) -> Starlette:
+    ctx = AppContext.build(settings)
+    base = settings.server.base_path.rstrip("/")
+    routes: list[BaseRoute] = [Mount(base, app=tus_handler(ctx))]
+    routes.extend(extra_routes(ctx))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    cors = settings.cors
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(cors.allow_origins),
+                             allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+                             allow_headers=TUS_REQUEST_HEADERS, expose_headers=TUS_RESPONSE_HEADERS,
+                             allow_credentials=cors.allow_credentials, max_age=cors.max_age)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.ctx = ctx
+    return app
+
+
+def app_from_env() -> Starlette:
+    return create_app(load_settings(os.environ.get(CONFIG_ENV) or None))

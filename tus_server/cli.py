@@ -1,0 +1,42 @@
+"""The ``tusflow`` command. Each subcommand lives in ``tus_server/commands/<name>.py`` and
+registers itself with ``register(subparsers)``; its handler receives the parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = ("serve", "cleanup", "worker", "up", "jobs", "upload", "migrate", "webhooks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tusflow", description="Resumable uploads published as HLS.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"tus_server.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"tus_server.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """One line per event on stdout, key=value fields, so logs grep and parse easily."""
+    logging.basicConfig(stream=sys.stdout, level=level,
+                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d msg=\"%(message)s\"")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Completion → media: the seam between the tus endpoint and transcoding.
+
+Inside the transaction that records completion a Media row is written in state ``queued`` with
+``enqueued_at`` empty: that row is the durable intent to transcode. After the commit the bytes
+are renamed into originals/ and the job is enqueued; if Redis is down the row stays
+un-enqueued and the reconciler enqueues it later, so nothing is lost between the two.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio.to_thread
+from sqlmodel import Session
+
+from models.tables import Media, MediaState, Upload
+from tus_server.context import AppContext
+from tus_server.tus import headers as H
+
+log = logging.getLogger("tusflow.publish")
+
+
+def media_link(media_id: str) -> dict[str, str]:
+    return {"Link": f'</api/media/{media_id}>; rel="media"'}
+
+
+class Publisher:
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+
+    def in_transaction(self, session: Session, upload: Upload) -> None:
+        meta = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
+        filename = meta.text("filename") or meta.text("name")
+        title = meta.text("title") or _title_from(filename) or "Untitled video"
+        original = self.ctx.layout.relative(self.ctx.layout.original_file(upload.id))
+        session.get(Upload, upload.id).storage_path = original  # type: ignore[union-attr]
+        if session.get(Media, upload.id) is None:
+            session.add(Media(id=upload.id, owner=upload.owner, title=title[:300],
+                              description=meta.text("description")[:5000], filename=filename[:300],
+                              filetype=(meta.text("filetype") or meta.text("type"))[:100],
+                              size=upload.length or 0, source_path=original, state=MediaState.QUEUED))
+
+    async def after_commit(self, upload: Upload) -> dict[str, str]:
+        await anyio.to_thread.run_sync(self.ctx.layout.finalize, upload.id)
+        upload.storage_path = self.ctx.layout.relative(self.ctx.layout.original_file(upload.id))
+        await anyio.to_thread.run_sync(self._enqueue, upload.id)
+        return media_link(upload.id)
+
+    def _enqueue(self, media_id: str) -> None:
+        try:
+            from transcoder.queue import enqueue_transcode
+        except ImportError:  # transcoding not installed in this build
+            return
+        try:
+            enqueue_transcode(self.ctx.settings, self.ctx.engine, media_id)
+        except Exception as exc:  # Redis down: the reconciler enqueues it later
+            log.warning("media=%s enqueue deferred: %s", media_id, exc)
+
+    def headers_for(self, upload: Upload) -> dict[str, str]:
+        return media_link(upload.id) if upload.concat != "partial" else {}
+
+
+def _title_from(filename: str) -> str:
+    stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return stem.replace("_", " ").replace("-", " ").strip()

@@ -1,0 +1,500 @@
+"""The tus 1.0.0 endpoint: one method per request type, shared header checks, errors as values.
+
+It is a plain ASGI app mounted at ``base_path`` because PATCH needs the raw ``receive`` to keep
+every byte of a body that stops half way (see ``body.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Protocol
+
+from sqlmodel import Session
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from models.config import Settings
+from models.tables import Upload, utcnow
+from tus_server.tus import errors as E
+from tus_server.tus import headers as H
+from tus_server.tus.body import BodyEnd, BodyReader
+from tus_server.tus.locks import LockHandle, UploadLocks
+from tus_server.tus.repo import UploadRepo
+from tus_server.tus.store import FileStore
+from tus_server.tus.urls import UrlBuilder
+
+log = logging.getLogger("tusflow.tus")
+
+EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration",
+              "checksum", "termination", "concatenation")
+OVERRIDABLE = {"PATCH", "DELETE", "HEAD"}
+_INLINE_TYPES = ("video/", "audio/", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain")
+
+
+class CompletionListener(Protocol):
+    """The seam where publishing attaches: called once per completed, non-partial upload."""
+
+    def in_transaction(self, session: Session, upload: Upload) -> None: ...
+
+    async def after_commit(self, upload: Upload) -> dict[str, str]: ...
+
+    def headers_for(self, upload: Upload) -> dict[str, str]: ...
+
+
+class NoCompletion:
+    def in_transaction(self, session: Session, upload: Upload) -> None:
+        return None
+
+    async def after_commit(self, upload: Upload) -> dict[str, str]:
+        return {}
+
+    def headers_for(self, upload: Upload) -> dict[str, str]:
+        return {}
+
+
+Authorizer = Callable[[Request, Upload | None], Awaitable[str | None]]
+
+
+@dataclass
+class TusContext:
+    settings: Settings
+    repo: UploadRepo
+    store: FileStore
+    locks: UploadLocks
+    completion: CompletionListener
+
+
+class TusHandler:
+    def __init__(self, ctx: TusContext):
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.base_path = ctx.settings.server.base_path.rstrip("/") + "/"
+        self.max_size = ctx.settings.uploads.max_size
+        self.urls = UrlBuilder(ctx.settings)
+
+    # ------------------------------------------------------------------ ASGI entry point
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        method = request.method
+        override = request.headers.get("x-http-method-override", "").upper()
+        if method == "POST" and override in OVERRIDABLE:
+            method = override
+        try:
+            response = await self.dispatch(method, request, receive)
+        except E.TusError as err:
+            response = self.error_response(err)
+        except Exception:  # answer with tus and CORS headers so clients can retry
+            log.exception("unexpected error in %s %s", method, scope.get("path"))
+            response = self.error_response(E.TusError(500, "ERR_INTERNAL", "internal server error"))
+        if method == "HEAD" and response.status_code < 300:
+            response.headers["Cache-Control"] = "no-store"
+        response.headers.setdefault("Tus-Resumable", H.TUS_VERSION)
+        await response(scope, receive, send)
+
+    async def dispatch(self, method: str, request: Request, receive: Receive) -> Response:
+        upload_id = self._id_from_path(request)
+        if method == "OPTIONS":
+            return self.options()
+        if upload_id is None:
+            if method == "POST":
+                H.check_tus_resumable(request.headers.get("tus-resumable"))
+                return await self.post(request, receive)
+            raise E.ERR_METHOD_NOT_ALLOWED(f"{method} is not allowed on the upload collection")
+        if not H.is_valid_id(upload_id):
+            raise E.ERR_INVALID_ID()
+        if method == "GET":
+            return await self.get(request, upload_id)
+        H.check_tus_resumable(request.headers.get("tus-resumable"))
+        if method == "HEAD":
+            return await self.head(request, upload_id)
+        if method == "PATCH":
+            return await self.patch(request, receive, upload_id)
+        if method == "DELETE":
+            return await self.delete(request, upload_id)
+        raise E.ERR_METHOD_NOT_ALLOWED(f"{method} is not allowed on an upload")
+
+    def _id_from_path(self, request: Request) -> str | None:
+        """The raw path after the base path; never decoded, so %2e%2e and %2F stay invalid."""
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        path = raw.decode("latin-1").split("?", 1)[0]
+        root = self.base_path.rstrip("/")
+        if path in (root, root + "/"):
+            return None
+        if not path.startswith(self.base_path):
+            return ""
+        return path[len(self.base_path):]
+
+    # ------------------------------------------------------------------ responses
+    def error_response(self, err: E.TusError) -> Response:
+        headers = {"Tus-Resumable": H.TUS_VERSION, "Content-Type": "text/plain; charset=utf-8", **err.headers}
+        if err.status == 412:
+            headers["Tus-Version"] = H.TUS_VERSION
+        return Response(f"{err.message}\n", status_code=err.status, headers=headers)
+
+    def options(self) -> Response:
+        headers = {
+            "Tus-Version": H.TUS_VERSION,
+            "Tus-Extension": ",".join(EXTENSIONS),
+            "Tus-Checksum-Algorithm": ",".join(H.CHECKSUM_ALGORITHMS),
+        }
+        if self.max_size:
+            headers["Tus-Max-Size"] = str(self.max_size)
+        return Response(status_code=204, headers=headers)
+
+    def _expires_header(self, upload: Upload) -> dict[str, str]:
+        if upload.expires_at is None or upload.is_complete:
+            return {}
+        return {"Upload-Expires": format_datetime(_aware(upload.expires_at), usegmt=True)}
+
+    # ------------------------------------------------------------------ shared checks
+    async def _load(self, upload_id: str) -> Upload:
+        upload = await self.ctx.repo.get(upload_id)
+        if upload is None:
+            raise E.ERR_NOT_FOUND()
+        if upload.expires_at is not None and not upload.is_complete and _aware(upload.expires_at) < utcnow():
+            raise E.ERR_GONE()
+        return upload
+
+    async def _reconcile(self, upload: Upload) -> Upload:
+        """Make the row's offset match the bytes on disk (a killed process may have written more
+        than it recorded). Called with the upload's lock held."""
+        if upload.is_complete or upload.concat and upload.concat.startswith("final"):
+            return upload
+        size = await self.ctx.store.size(self.ctx.store.path(upload.id))
+        if size is None:
+            raise E.ERR_NOT_FOUND("upload data is missing")
+        if upload.length is not None and size > upload.length:
+            await self.ctx.store.truncate(self.ctx.store.path(upload.id), upload.length)
+            size = upload.length
+        if size != upload.offset:
+            log.info("upload=%s offset reconciled from %d to %d", upload.id, upload.offset, size)
+            await self.ctx.repo.update(upload.id, offset=size)
+            upload.offset = size
+        if upload.length is not None and upload.offset == upload.length:
+            await self._complete(upload)
+        return upload
+
+    def _check_length(self, length: int) -> None:
+        if self.max_size and length > self.max_size:
+            raise E.ERR_TOO_LARGE(f"Upload-Length {length} exceeds the maximum size of {self.max_size} bytes")
+
+    # ------------------------------------------------------------------ POST (creation)
+    async def post(self, request: Request, receive: Receive) -> Response:
+        h = request.headers
+        concat = H.parse_concat(h.get("upload-concat"))
+        metadata = H.parse_metadata(h.get("upload-metadata"), self.settings.uploads.max_metadata_size,
+                                    self.settings.uploads.max_metadata_pairs)
+        has_body = H.media_type(h.get("content-type")) == H.OFFSET_CONTENT_TYPE
+        if concat is not None and concat.kind == "final":
+            if has_body and h.get("content-length") not in (None, "0"):
+                raise E.ERR_MODIFY_FINAL("a final upload cannot carry a body")
+            return await self._create_final(request, concat, metadata)
+
+        length_header, defer_header = h.get("upload-length"), h.get("upload-defer-length")
+        if length_header is not None and defer_header is not None:
+            raise E.ERR_AMBIGUOUS_LENGTH()
+        if length_header is None and defer_header is None:
+            raise E.ERR_LENGTH_REQUIRED()
+        length: int | None = None
+        if defer_header is not None:
+            if defer_header.strip() != "1":
+                raise E.ERR_INVALID_DEFER()
+            if concat is not None:
+                raise E.ERR_INVALID_CONCAT("a partial upload needs Upload-Length")
+        else:
+            length = H.parse_uint(length_header, E.ERR_INVALID_LENGTH)
+            self._check_length(length)
+        checksum = H.parse_checksum(h.get("upload-checksum")) if has_body else None
+        content_length = self._content_length(h)
+        limit = length if length is not None else self.max_size or H.INT64_MAX
+        if has_body and content_length is not None and content_length > limit:
+            raise E.ERR_SIZE_EXCEEDED()
+
+        upload_id = secrets.token_hex(16)
+        upload = Upload(id=upload_id, length=length, metadata_raw=metadata.raw,
+                        concat="partial" if concat else None,
+                        owner=getattr(request.state, "user", None),
+                        storage_path=self.ctx.store.layout.relative(self.ctx.store.path(upload_id)),
+                        expires_at=self.ctx.repo.next_expiry())
+        await self.ctx.store.create(upload_id)
+        upload = await self.ctx.repo.add(upload)
+        log.info("upload=%s created length=%s partial=%s", upload_id, length, bool(concat))
+
+        headers = {"Location": self.urls.upload_url(request, upload_id)}
+        if has_body:
+            async with self.ctx.locks.hold(upload_id) as lock:
+                upload, extra = await self._receive(request, receive, upload, lock, checksum)
+            headers.update(extra)
+            headers["Upload-Offset"] = str(upload.offset)
+        elif length == 0:
+            headers.update(await self._complete(upload))
+        headers.update(self._expires_header(upload))
+        return Response(status_code=201, headers=headers)
+
+    async def _create_final(self, request: Request, concat: H.Concat, metadata: H.Metadata) -> Response:
+        part_ids = []
+        for url in concat.parts:
+            part_id = H.id_from_url(url, self.base_path)
+            if part_id is None:
+                raise E.ERR_NOT_FOUND(f"partial upload {url[:200]!r} is not on this server")
+            part_ids.append(part_id)
+        rows = await self.ctx.repo.get_many(list(set(part_ids)))
+        total = 0
+        for part_id in part_ids:
+            part = rows.get(part_id)
+            if part is None:
+                raise E.ERR_NOT_FOUND(f"partial upload {part_id} not found")
+            if part.concat != "partial":
+                raise E.ERR_NOT_PARTIAL(f"upload {part_id} is not a partial upload")
+            if not part.is_complete:
+                raise E.ERR_PARTIAL_NOT_FINISHED(f"partial upload {part_id} is not finished")
+            total += part.length or 0
+        self._check_length(total)
+
+        upload_id = secrets.token_hex(16)
+        store = self.ctx.store
+        target = store.path(upload_id)
+        await store.create(upload_id)
+        try:
+            await store.concat(target, [store.layout.resolve(rows[p].storage_path) for p in part_ids])
+        except FileNotFoundError:
+            await store.delete(target)
+            raise E.ERR_NOT_FOUND("a partial upload's data is gone") from None
+        upload = Upload(id=upload_id, length=total, offset=total, metadata_raw=metadata.raw,
+                        concat="final;" + " ".join(concat.parts), concat_parts=json.dumps(part_ids),
+                        owner=getattr(request.state, "user", None),
+                        storage_path=store.layout.relative(target))
+        upload = await self.ctx.repo.add(upload)
+        log.info("upload=%s final of %d partials, %d bytes", upload_id, len(part_ids), total)
+        headers = {"Location": self.urls.upload_url(request, upload_id)}
+        headers.update(await self._complete(upload))
+        return Response(status_code=201, headers=headers)
+
+    # ------------------------------------------------------------------ HEAD
+    async def head(self, request: Request, upload_id: str) -> Response:
+        upload = await self._load(upload_id)
+        async with self.ctx.locks.hold(upload_id):
+            upload = await self._load(upload_id)
+            upload = await self._reconcile(upload)
+        headers = {"Upload-Offset": str(upload.offset)}
+        if upload.length is not None:
+            headers["Upload-Length"] = str(upload.length)
+        else:
+            headers["Upload-Defer-Length"] = "1"
+        if upload.metadata_raw:
+            headers["Upload-Metadata"] = upload.metadata_raw
+        if upload.concat:
+            headers["Upload-Concat"] = upload.concat
+        headers.update(self._expires_header(upload))
+        if upload.is_complete:
+            headers.update(self.ctx.completion.headers_for(upload))
+        return Response(status_code=200, headers=headers)
+
+    # ------------------------------------------------------------------ PATCH
+    async def patch(self, request: Request, receive: Receive, upload_id: str) -> Response:
+        h = request.headers
+        if H.media_type(h.get("content-type")) != H.OFFSET_CONTENT_TYPE:
+            raise E.ERR_INVALID_CONTENT_TYPE()
+        offset = H.parse_uint(h.get("upload-offset"), E.ERR_INVALID_OFFSET)
+        declared = h.get("upload-length")
+        new_length = H.parse_uint(declared, E.ERR_INVALID_LENGTH) if declared is not None else None
+        checksum = H.parse_checksum(h.get("upload-checksum"))
+        content_length = self._content_length(h)
+        await self._load(upload_id)
+        async with self.ctx.locks.hold(upload_id) as lock:
+            upload = await self._reconcile(await self._load(upload_id))
+            if upload.concat and upload.concat.startswith("final"):
+                raise E.ERR_MODIFY_FINAL()
+            if new_length is not None:
+                upload = await self._declare_length(upload, new_length)
+            if offset != upload.offset:
+                raise E.ERR_MISMATCHED_OFFSET(
+                    f"Upload-Offset {offset} does not match the current offset {upload.offset}")
+            if upload.is_complete:
+                if content_length:
+                    raise E.ERR_UPLOAD_COMPLETE()
+                return Response(status_code=204, headers={"Upload-Offset": str(upload.offset),
+                                                          **self.ctx.completion.headers_for(upload)})
+            room = self._room(upload)
+            if content_length is not None and content_length > room:
+                raise E.ERR_SIZE_EXCEEDED(
+                    f"body of {content_length} bytes goes past the upload's end ({room} bytes left)")
+            upload, extra = await self._receive(request, receive, upload, lock, checksum)
+        headers = {"Upload-Offset": str(upload.offset), **extra, **self._expires_header(upload)}
+        return Response(status_code=204, headers=headers)
+
+    async def _declare_length(self, upload: Upload, length: int) -> Upload:
+        if upload.length is not None:
+            if length != upload.length:
+                raise E.ERR_LENGTH_CHANGED()
+            return upload
+        if length < upload.offset:
+            raise E.ERR_LENGTH_BELOW_OFFSET()
+        self._check_length(length)
+        await self.ctx.repo.update(upload.id, length=length)
+        upload.length = length
+        if length == upload.offset:
+            await self._complete(upload)
+        return upload
+
+    def _room(self, upload: Upload) -> int:
+        end = upload.length if upload.length is not None else (self.max_size or H.INT64_MAX)
+        return max(0, end - upload.offset)
+
+    @staticmethod
+    def _content_length(h: Headers) -> int | None:
+        value = h.get("content-length")
+        return None if value is None else H.parse_uint(value, E.ERR_INVALID_LENGTH)
+
+    async def _receive(self, request: Request, receive: Receive, upload: Upload, lock: LockHandle,
+                       checksum: H.Checksum | None) -> tuple[Upload, dict[str, str]]:
+        """Store the body at the upload's offset; keep every byte that arrived unless a checksum
+        was sent, in which case the chunk is staged and kept only if it verifies."""
+        store = self.ctx.store
+        reader = BodyReader(receive, self._room(upload), self.settings.server.body_idle_timeout,
+                            lock.release_requested)
+        target = store.path(upload.id)
+        staging = store.staging_path(upload.id) if checksum else None
+        hasher = hashlib.new(checksum.algorithm) if checksum else None
+        appender = store.appender(staging, 0, hasher) if staging else store.appender(target, upload.offset)
+        if staging:
+            await store.truncate(staging, 0)
+        try:
+            async for chunk in reader.chunks():
+                await appender.write(chunk)
+        finally:
+            try:
+                written = await appender.close(sync=False if staging else None)
+            except OSError:
+                written = None
+            if staging is None:
+                if written is None:
+                    size = await store.size(target)
+                    written = (size or upload.offset) - upload.offset
+                if written:
+                    upload.offset += written
+                    upload.expires_at = self.ctx.repo.next_expiry()
+                    await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
+
+        if staging is not None:
+            ok = reader.end == BodyEnd.COMPLETE and hasher is not None and hasher.digest() == checksum.digest
+            try:
+                if not ok:
+                    if reader.end == BodyEnd.COMPLETE:
+                        raise E.ERR_CHECKSUM_MISMATCH()
+                    raise self._end_error(reader.end)
+                await store.append_file(target, upload.offset, staging)
+                upload.offset += reader.received
+                upload.expires_at = self.ctx.repo.next_expiry()
+                await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
+            finally:
+                await store.delete(staging)
+
+        extra: dict[str, str] = {}
+        if upload.length is not None and upload.offset == upload.length:
+            extra = await self._complete(upload)
+        if reader.end not in (BodyEnd.COMPLETE, None):
+            err = self._end_error(reader.end)
+            err.headers["Upload-Offset"] = str(upload.offset)
+            raise err
+        return upload, extra
+
+    @staticmethod
+    def _end_error(end: str | None) -> E.TusError:
+        if end == BodyEnd.RELEASED:
+            return E.ERR_INTERRUPTED()
+        if end == BodyEnd.IDLE:
+            return E.ERR_READ_TIMEOUT()
+        if end == BodyEnd.OVERFLOW:
+            return E.ERR_SIZE_EXCEEDED("body went past the upload's end; the bytes up to it were stored")
+        return E.TusError(400, "ERR_CLIENT_DISCONNECTED", "client went away; received bytes were kept")
+
+    # ------------------------------------------------------------------ completion
+    async def _complete(self, upload: Upload) -> dict[str, str]:
+        """Record completion exactly once; only non-partial uploads are handed on."""
+        completion = self.ctx.completion
+        publish = upload.concat != "partial"
+        if upload.concat == "partial":
+            expires = self.ctx.repo.next_expiry()
+            won = await self.ctx.repo.mark_complete(upload.id, expires_at=expires)
+        else:
+            upload.offset = upload.length or 0
+
+            def _tx(session: Session) -> bool:
+                from sqlalchemy import update as sql_update
+                result = session.exec(sql_update(Upload)  # type: ignore[call-overload]
+                                      .where(Upload.id == upload.id, Upload.completed_at.is_(None))  # type: ignore[union-attr]
+                                      .values(completed_at=utcnow(), expires_at=None, offset=upload.offset))
+                if result.rowcount != 1:
+                    return False
+                completion.in_transaction(session, upload)
+                return True
+            won = await self.ctx.repo.run(_tx)
+        fresh = await self.ctx.repo.get(upload.id)
+        if fresh is not None:
+            upload.completed_at, upload.storage_path, upload.expires_at = (
+                fresh.completed_at, fresh.storage_path, fresh.expires_at)
+        if not won:
+            return completion.headers_for(upload) if publish else {}
+        log.info("upload=%s complete, %s bytes", upload.id, upload.length)
+        if not publish:
+            return {}
+        return await completion.after_commit(upload)
+
+    # ------------------------------------------------------------------ DELETE
+    async def delete(self, request: Request, upload_id: str) -> Response:
+        await self._load(upload_id)
+        async with self.ctx.locks.hold(upload_id):
+            upload = await self._load(upload_id)
+            store = self.ctx.store
+            paths = [store.path(upload_id), store.staging_path(upload_id)]
+            if upload.concat is not None or not upload.is_complete:
+                paths.append(store.layout.resolve(upload.storage_path))
+            await self.ctx.repo.delete(upload_id)
+            await store.delete(*paths)
+        self.ctx.locks.forget(upload_id)
+        log.info("upload=%s terminated", upload_id)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ GET (download)
+    async def get(self, request: Request, upload_id: str) -> Response:
+        upload = await self._load(upload_id)
+        if not upload.is_complete:
+            raise E.ERR_NOT_COMPLETE()
+        path = self.ctx.store.layout.resolve(upload.storage_path)
+        if not path.exists():
+            raise E.ERR_NOT_FOUND("upload data is no longer stored")
+        metadata = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
+        filetype = metadata.text("filetype") or metadata.text("type")
+        media_type = filetype if _safe_type(filetype) else "application/octet-stream"
+        inline = media_type.startswith(_INLINE_TYPES)
+        filename = metadata.text("filename") or metadata.text("name") or upload_id
+        response = FileResponse(path, media_type=media_type, filename=_safe_filename(filename),
+                                content_disposition_type="inline" if inline else "attachment")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; they were written as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _safe_type(value: str) -> bool:
+    import re
+    return bool(re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}", value.lower()))
+
+
+def _safe_filename(name: str) -> str:
+    """No path parts, no control characters; Starlette encodes the rest (RFC 5987)."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '"\r\n')
+    return cleaned[:200] or "download"
