@@ -1,0 +1,1 @@
+"""Helpers the tests share: real processes started and stopped by PID."""
