@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import AsyncIterator
+import signal
+import threading
+from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -68,9 +70,12 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        restore = _chain_stop_signals(ctx)
         try:
             yield
         finally:
+            ctx.stopping.set()
+            restore()
             ctx.close()
 
     cors = settings.cors
@@ -81,6 +86,30 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.ctx = ctx
     return app
+
+
+def _chain_stop_signals(ctx: AppContext) -> Callable[[], None]:
+    """Mark ``ctx.stopping`` the moment SIGTERM/SIGINT arrives, then let uvicorn's own handler run.
+
+    uvicorn installs its handlers with ``signal.signal`` before the lifespan starts, so chaining
+    here sees shutdown at once instead of after in-flight requests have drained."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        prior = signal.getsignal(sig)
+        previous[sig] = prior
+
+        def handler(signum: int, frame: Any, prior: Any = prior) -> None:
+            ctx.stopping.set()
+            if callable(prior):
+                prior(signum, frame)
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, prior in previous.items():
+            signal.signal(sig, prior)
+    return restore
 
 
 def app_from_env() -> Starlette:

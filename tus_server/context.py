@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,6 +19,9 @@ class AppContext:
     engine: Engine
     layout: Layout
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "tusflow-io"))
+    # Set when the process is asked to stop, so long requests (PATCH bodies, event streams)
+    # can save their work and end instead of being cut off at the graceful-shutdown timeout.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, settings: Settings) -> "AppContext":
