@@ -12,7 +12,12 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
+
+# Every timestamp is an aware UTC datetime. PostgreSQL stores it as timestamptz so it keeps the
+# instant whatever the session time zone; SQLite has no such type and gives back naive UTC.
+Timestamp = DateTime(timezone=True)
 
 
 def utcnow() -> datetime:
@@ -28,10 +33,10 @@ class Upload(SQLModel, table=True):
     concat_parts: str | None = None  # final: JSON list of partial ids, in order
     owner: str | None = Field(default=None, index=True)
     storage_path: str = ""  # where the bytes are now, relative to data_dir
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime | None = Field(default=None, index=True)
-    completed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    expires_at: datetime | None = Field(default=None, index=True, sa_type=Timestamp)
+    completed_at: datetime | None = Field(default=None, sa_type=Timestamp)
 
     @property
     def is_complete(self) -> bool:
@@ -71,11 +76,11 @@ class Media(SQLModel, table=True):
     has_storyboard: bool = False
     attempts: int = 0
     job_id: str | None = None
-    enqueued_at: datetime | None = None  # None while the job still has to reach Redis
-    created_at: datetime = Field(default_factory=utcnow, index=True)
-    updated_at: datetime = Field(default_factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    enqueued_at: datetime | None = Field(default=None, sa_type=Timestamp)  # None while the job still has to reach Redis
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=Timestamp)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    started_at: datetime | None = Field(default=None, sa_type=Timestamp)
+    finished_at: datetime | None = Field(default=None, sa_type=Timestamp)
 
     @property
     def renditions(self) -> list[dict[str, Any]]:
