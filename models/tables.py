@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import BigInteger, DateTime
 from sqlmodel import Field, SQLModel
 
 # Every timestamp is an aware UTC datetime. PostgreSQL stores it as timestamptz so it keeps the
@@ -26,8 +26,8 @@ def utcnow() -> datetime:
 
 class Upload(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
-    length: int | None = None
-    offset: int = 0
+    length: int | None = Field(default=None, sa_type=BigInteger)  # bytes: past 2 GiB, so 64-bit
+    offset: int = Field(default=0, sa_type=BigInteger)
     metadata_raw: str = ""
     concat: str | None = None  # None, "partial" or "final"
     concat_parts: str | None = None  # final: JSON list of partial ids, in order
@@ -62,7 +62,7 @@ class Media(SQLModel, table=True):
     description: str = ""
     filename: str = ""
     filetype: str = ""
-    size: int = 0
+    size: int = Field(default=0, sa_type=BigInteger)
     source_path: str = ""  # original, relative to data_dir
     state: str = Field(default=MediaState.QUEUED, index=True)
     progress: float = 0.0  # 0..100 while processing
