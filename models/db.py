@@ -7,18 +7,31 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from models.config import Settings
 
 
+def engine_url(settings: Settings) -> str:
+    """The configured URL, with bare ``postgres://``/``postgresql://`` sent to psycopg 3: it
+    is the driver installed, and SQLAlchemy would otherwise look for psycopg2."""
+    url = settings.database_url
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def make_engine(settings: Settings) -> Engine:
     """Create the engine; SQLite gets WAL so several server and worker processes can share it."""
-    url = settings.database_url
+    url = engine_url(settings)
     if url.startswith("sqlite"):
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -30,11 +43,53 @@ def make_engine(settings: Settings) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # Each server or worker process keeps its own small pool: the server runs blocking queries
+    # on an 8-thread executor, so 5 + 10 overflow covers it without exhausting max_connections
+    # when many processes share one PostgreSQL. pre_ping and recycle survive server restarts
+    # and idle-connection reapers (pgbouncer, cloud proxies).
+    engine = create_engine(url, pool_size=5, max_overflow=10, pool_timeout=30, pool_recycle=1800,
+                           pool_pre_ping=True,
+                           connect_args={"connect_timeout": 10, "application_name": "tusflow"})
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _utc(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # timestamptz comes back in the session time zone; UTC keeps it like SQLite's.
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET TIME ZONE 'UTC'")
+            dbapi_conn.commit()
+
+    return engine
 
 
 def init_db(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Bring the schema to the newest migration (no-op when it is there already).
+
+    Migrations, not create_all, build every database, so one made by ``tusflow serve`` can be
+    upgraded later like any other. Raises ``models.migrations.SchemaError`` when a model table
+    has no migration yet."""
+    from models.migrations import ensure_schema
+    ensure_schema(engine)
+
+
+def migrate(settings: Settings, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the configured database to ``revision``; return (before, after). For
+    ``tusflow migrate`` and ``tusflow up``, which run it once before starting anything."""
+    from models.migrations import ensure_schema, upgrade
+    engine = make_engine(settings)
+    try:
+        if revision == "head":
+            before = _current(engine)
+            ensure_schema(engine)
+            return before, _current(engine)
+        return upgrade(engine, revision)
+    finally:
+        engine.dispose()
+
+
+def _current(engine: Engine) -> str | None:
+    from models.migrations import current_revision
+    return current_revision(engine)
 
 
 @contextmanager
