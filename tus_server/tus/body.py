@@ -1,9 +1,15 @@
 """Reading a request body so that every byte that arrived can be kept.
 
-The body ends in one of four ways, and the handler saves what came in all of them: the client
-finished, the client went away, no byte came for ``idle_timeout`` seconds, or a newer request
-for the same upload asked this one to stop. The pending ``receive()`` is never cancelled while
-waiting, only re-awaited, so no message is lost between checks.
+The body ends in one of six ways, and the handler saves what came in all of them: the client
+finished, the client went away, no byte came for ``idle_timeout`` seconds, a newer request for
+the same upload asked this one to stop, the body ran past the room the upload has, or the
+server's ``receive()`` itself failed.
+
+``receive()`` runs in a small pump task and is never cancelled while the body is still wanted,
+only when the reader has already decided to stop: not every ASGI server's ``receive`` is safe to
+cancel mid-wait, and a lost message would be a lost chunk. Checks for idleness and release
+requests run on one timer a few times a second instead of per message, because at disk speed a
+per-message timeout (a task plus ``asyncio.wait``) costs a noticeable share of the CPU.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import asyncio
 import time
 from typing import AsyncIterator, Callable
 
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 CHECK_SECONDS = 0.25
+QUEUE_MESSAGES = 4  # uvicorn messages are ~64-256 KiB: the queue holds at most ~1 MiB
 
 
 class BodyEnd:
@@ -23,6 +30,28 @@ class BodyEnd:
     IDLE = "idle"
     RELEASED = "released"
     OVERFLOW = "overflow"
+    ERROR = "error"
+
+
+class TrackedReceive:
+    """Wraps ``receive`` to know whether the whole body was consumed, so that a response sent
+    before that can ask for the connection to be closed instead of leaving a half-read body on
+    a keep-alive connection (T21)."""
+
+    __slots__ = ("_receive", "complete")
+
+    def __init__(self, receive: Receive):
+        self._receive = receive
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.complete = True
+        return message
+
+
+_WAKE = object()
 
 
 class BodyReader:
@@ -32,35 +61,64 @@ class BodyReader:
         self._limit = limit
         self._idle_timeout = idle_timeout
         self._stop_requested = stop_requested
+        self._last_data = time.monotonic()
+        self._verdict: str | None = None
         self.received = 0
         self.end: str | None = None
+        self.error: BaseException | None = None
+
+    async def _pump(self, queue: "asyncio.Queue[object]") -> None:
+        """Feed ``receive()`` messages to the reader until the body ends."""
+        while True:
+            try:
+                message = await self._receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server's receive broke: hand the failure over
+                await queue.put(exc)
+                return
+            if message.get("body"):
+                self._last_data = time.monotonic()
+            await queue.put(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    def _tick(self, queue: "asyncio.Queue[object]", loop: asyncio.AbstractEventLoop) -> None:
+        """Timer: decide whether to stop reading (release request or idle body)."""
+        if self._verdict is None:
+            if self._stop_requested():
+                self._verdict = BodyEnd.RELEASED
+            elif time.monotonic() - self._last_data > self._idle_timeout:
+                self._verdict = BodyEnd.IDLE
+        if self._verdict is not None:
+            if queue.empty():
+                queue.put_nowait(_WAKE)
+            return
+        self._timer = loop.call_later(CHECK_SECONDS, self._tick, queue, loop)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield body chunks, never more than ``limit`` bytes in total."""
-        pending: asyncio.Task | None = None
-        last_data = last_check = time.monotonic()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_MESSAGES)
+        pump = loop.create_task(self._pump(queue))
+        self._timer = loop.call_later(CHECK_SECONDS, self._tick, queue, loop)
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(self._receive())
-                done, _ = await asyncio.wait({pending}, timeout=CHECK_SECONDS)
-                if not done:
-                    if self._stop_requested():
-                        self.end = BodyEnd.RELEASED
-                        return
-                    if time.monotonic() - last_data > self._idle_timeout:
-                        self.end = BodyEnd.IDLE
-                        return
+                item = await queue.get()
+                if self._verdict is not None:
+                    self.end = self._verdict
+                    return
+                if item is _WAKE:
                     continue
-                message = pending.result()
-                pending = None
-                if message["type"] == "http.disconnect":
+                if isinstance(item, BaseException):
+                    self.end, self.error = BodyEnd.ERROR, item
+                    return
+                message: Message = item  # type: ignore[assignment]
+                if message["type"] != "http.request":
                     self.end = BodyEnd.DISCONNECT
                     return
                 data: bytes = message.get("body", b"")
-                more = message.get("more_body", False)
                 if data:
-                    last_data = time.monotonic()
                     room = self._limit - self.received
                     if len(data) > room:
                         if room > 0:
@@ -70,14 +128,14 @@ class BodyReader:
                         return
                     self.received += len(data)
                     yield data
-                if not more:
+                if not message.get("more_body", False):
                     self.end = BodyEnd.COMPLETE
                     return
-                if last_data - last_check >= CHECK_SECONDS:
-                    last_check = last_data
-                    if self._stop_requested():
-                        self.end = BodyEnd.RELEASED
-                        return
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
+            self._timer.cancel()
+            if not pump.done():
+                pump.cancel()
+                try:
+                    await pump
+                except BaseException:  # noqa: BLE001 - the pump's end is of no interest here
+                    pass

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
+from contextlib import aclosing
 from dataclasses import dataclass
 from email.utils import format_datetime
 from datetime import datetime, timezone
@@ -25,7 +27,7 @@ from models.config import Settings
 from models.tables import Upload, utcnow
 from tus_server.tus import errors as E
 from tus_server.tus import headers as H
-from tus_server.tus.body import BodyEnd, BodyReader
+from tus_server.tus.body import BodyEnd, BodyReader, TrackedReceive
 from tus_server.tus.locks import LockHandle, UploadLocks
 from tus_server.tus.repo import UploadRepo
 from tus_server.tus.store import FileStore
@@ -82,27 +84,32 @@ class TusHandler:
 
     # ------------------------------------------------------------------ ASGI entry point
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        tracked = TrackedReceive(receive)
+        request = Request(scope, tracked)
         method = request.method
         override = request.headers.get("x-http-method-override", "").upper()
         if method == "POST" and override in OVERRIDABLE:
             method = override
         try:
-            response = await self.dispatch(method, request, receive)
+            response = await self.dispatch(method, request, tracked)
         except E.TusError as err:
             response = self.error_response(err)
         except Exception:  # answer with tus and CORS headers so clients can retry
             log.exception("unexpected error in %s %s", method, scope.get("path"))
-            response = self.error_response(E.TusError(500, "ERR_INTERNAL", "internal server error"))
-        if method == "HEAD" and response.status_code < 300:
+            response = self.error_response(E.ERR_INTERNAL())
+        if method == "HEAD":
             response.headers["Cache-Control"] = "no-store"
         response.headers.setdefault("Tus-Resumable", H.TUS_VERSION)
+        if not tracked.complete and _has_body(request.headers):
+            # The rest of the body is not wanted: closing beats reading it into the void, and a
+            # stale or stalled client gets its connection ended (T21).
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
     async def dispatch(self, method: str, request: Request, receive: Receive) -> Response:
-        upload_id = self._id_from_path(request)
-        if method == "OPTIONS":
+        if method == "OPTIONS":  # Tus-Resumable is ignored here (T26)
             return self.options()
+        upload_id = self._id_from_path(request)
         if upload_id is None:
             if method == "POST":
                 H.check_tus_resumable(request.headers.get("tus-resumable"))
@@ -159,22 +166,30 @@ class TusHandler:
         upload = await self.ctx.repo.get(upload_id)
         if upload is None:
             raise E.ERR_NOT_FOUND()
-        if upload.expires_at is not None and not upload.is_complete and _aware(upload.expires_at) < utcnow():
+        if is_expired(upload):
             raise E.ERR_GONE()
         return upload
 
     async def _reconcile(self, upload: Upload) -> Upload:
-        """Make the row's offset match the bytes on disk (a killed process may have written more
-        than it recorded). Called with the upload's lock held."""
-        if upload.is_complete or upload.concat and upload.concat.startswith("final"):
+        """Make the row match the bytes on disk, for a killed process may have written more than
+        it recorded (or, after a power loss without fsync, less), and may have died between
+        assembling a final upload and recording its completion. Called with the lock held."""
+        if upload.is_complete:
             return upload
-        size = await self.ctx.store.size(self.ctx.store.path(upload.id))
+        if _is_final(upload):
+            await self._complete(upload)
+            return upload
+        store = self.ctx.store
+        path = store.path(upload.id)
+        size = await store.size(path)
         if size is None:
             raise E.ERR_NOT_FOUND("upload data is missing")
         if upload.length is not None and size > upload.length:
-            await self.ctx.store.truncate(self.ctx.store.path(upload.id), upload.length)
+            await store.truncate(path, upload.length)
             size = upload.length
         if size != upload.offset:
+            if size > upload.offset and store.fsync:
+                await store.sync(path)  # only durable bytes may be acknowledged
             log.info("upload=%s offset reconciled from %d to %d", upload.id, upload.offset, size)
             await self.ctx.repo.update(upload.id, offset=size)
             upload.offset = size
@@ -186,15 +201,25 @@ class TusHandler:
         if self.max_size and length > self.max_size:
             raise E.ERR_TOO_LARGE(f"Upload-Length {length} exceeds the maximum size of {self.max_size} bytes")
 
+    @staticmethod
+    def _content_length(h: Headers) -> int | None:
+        value = h.get("content-length")
+        return None if value is None else H.parse_uint(value, E.ERR_INVALID_LENGTH)
+
+    def _end(self, length: int | None) -> int:
+        """Where an upload's bytes must stop: its length, else the server's maximum."""
+        return length if length is not None else (self.max_size or H.INT64_MAX)
+
     # ------------------------------------------------------------------ POST (creation)
     async def post(self, request: Request, receive: Receive) -> Response:
         h = request.headers
         concat = H.parse_concat(h.get("upload-concat"))
         metadata = H.parse_metadata(h.get("upload-metadata"), self.settings.uploads.max_metadata_size,
                                     self.settings.uploads.max_metadata_pairs)
-        has_body = H.media_type(h.get("content-type")) == H.OFFSET_CONTENT_TYPE
+        # A foreign Content-Type (e.g. a form default) makes a plain creation; the body is ignored (T44).
+        with_body = H.media_type(h.get("content-type")) == H.OFFSET_CONTENT_TYPE
         if concat is not None and concat.kind == "final":
-            if has_body and h.get("content-length") not in (None, "0"):
+            if with_body and _has_body(h):
                 raise E.ERR_MODIFY_FINAL("a final upload cannot carry a body")
             return await self._create_final(request, concat, metadata)
 
@@ -208,30 +233,35 @@ class TusHandler:
             if defer_header.strip() != "1":
                 raise E.ERR_INVALID_DEFER()
             if concat is not None:
-                raise E.ERR_INVALID_CONCAT("a partial upload needs Upload-Length")
+                raise E.ERR_PARTIAL_DEFER()
         else:
             length = H.parse_uint(length_header, E.ERR_INVALID_LENGTH)
             self._check_length(length)
-        checksum = H.parse_checksum(h.get("upload-checksum")) if has_body else None
+        checksum = H.parse_checksum(h.get("upload-checksum")) if with_body else None
         content_length = self._content_length(h)
-        limit = length if length is not None else self.max_size or H.INT64_MAX
-        if has_body and content_length is not None and content_length > limit:
-            raise E.ERR_SIZE_EXCEEDED()
+        if with_body and content_length is not None and content_length > self._end(length):
+            raise E.ERR_SIZE_EXCEEDED(f"body of {content_length} bytes is longer than the upload")
 
         upload_id = secrets.token_hex(16)
+        store = self.ctx.store
         upload = Upload(id=upload_id, length=length, metadata_raw=metadata.raw,
                         concat="partial" if concat else None,
                         owner=getattr(request.state, "user", None),
-                        storage_path=self.ctx.store.layout.relative(self.ctx.store.path(upload_id)),
+                        storage_path=store.layout.relative(store.path(upload_id)),
                         expires_at=self.ctx.repo.next_expiry())
-        await self.ctx.store.create(upload_id)
+        await store.create(upload_id)
         upload = await self.ctx.repo.add(upload)
         log.info("upload=%s created length=%s partial=%s", upload_id, length, bool(concat))
 
-        headers = {"Location": self.urls.upload_url(request, upload_id)}
-        if has_body:
-            async with self.ctx.locks.hold(upload_id) as lock:
-                upload, extra = await self._receive(request, receive, upload, lock, checksum)
+        location = {"Location": self.urls.upload_url(request, upload_id)}
+        headers = dict(location)
+        if with_body:
+            try:
+                async with self.ctx.locks.hold(upload_id) as lock:
+                    upload, extra = await self._receive(receive, upload, lock, checksum)
+            except E.TusError as err:
+                err.headers.update(location)  # the upload exists: let the client resume it
+                raise
             headers.update(extra)
             headers["Upload-Offset"] = str(upload.offset)
         elif length == 0:
@@ -240,6 +270,8 @@ class TusHandler:
         return Response(status_code=201, headers=headers)
 
     async def _create_final(self, request: Request, concat: H.Concat, metadata: H.Metadata) -> Response:
+        """Assemble the partials in the kernel, then record the final upload and complete it.
+        The row appears only once the bytes are all there, so nobody sees a half-built final."""
         part_ids = []
         for url in concat.parts:
             part_id = H.id_from_url(url, self.base_path)
@@ -254,20 +286,29 @@ class TusHandler:
                 raise E.ERR_NOT_FOUND(f"partial upload {part_id} not found")
             if part.concat != "partial":
                 raise E.ERR_NOT_PARTIAL(f"upload {part_id} is not a partial upload")
+            if is_expired(part):
+                raise E.ERR_EXPIRED_PARTIAL(f"partial upload {part_id} has expired")
             if not part.is_complete:
                 raise E.ERR_PARTIAL_NOT_FINISHED(f"partial upload {part_id} is not finished")
             total += part.length or 0
         self._check_length(total)
+        stray = request.headers.get("upload-length")
+        if stray is not None and H.parse_uint(stray, E.ERR_INVALID_LENGTH) != total:
+            raise E.ERR_FINAL_LENGTH()
 
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
         target = store.path(upload_id)
         await store.create(upload_id)
+        sources = [(store.layout.resolve(rows[p].storage_path), rows[p].length or 0) for p in part_ids]
         try:
-            await store.concat(target, [store.layout.resolve(rows[p].storage_path) for p in part_ids])
+            await store.concat(target, sources)
         except FileNotFoundError:
             await store.delete(target)
             raise E.ERR_NOT_FOUND("a partial upload's data is gone") from None
+        except BaseException:
+            await store.delete(target)
+            raise
         upload = Upload(id=upload_id, length=total, offset=total, metadata_raw=metadata.raw,
                         concat="final;" + " ".join(concat.parts), concat_parts=json.dumps(part_ids),
                         owner=getattr(request.state, "user", None),
@@ -281,9 +322,11 @@ class TusHandler:
     # ------------------------------------------------------------------ HEAD
     async def head(self, request: Request, upload_id: str) -> Response:
         upload = await self._load(upload_id)
-        async with self.ctx.locks.hold(upload_id):
-            upload = await self._load(upload_id)
-            upload = await self._reconcile(upload)
+        if not upload.is_complete:
+            # Taking the lock asks a dead or stalled PATCH to save and stop, so the offset
+            # answered here is the one the data backs (T92/T93).
+            async with self.ctx.locks.hold(upload_id):
+                upload = await self._reconcile(await self._load(upload_id))
         headers = {"Upload-Offset": str(upload.offset)}
         if upload.length is not None:
             headers["Upload-Length"] = str(upload.length)
@@ -311,133 +354,120 @@ class TusHandler:
         await self._load(upload_id)
         async with self.ctx.locks.hold(upload_id) as lock:
             upload = await self._reconcile(await self._load(upload_id))
-            if upload.concat and upload.concat.startswith("final"):
+            if _is_final(upload):
                 raise E.ERR_MODIFY_FINAL()
-            if new_length is not None:
-                upload = await self._declare_length(upload, new_length)
             if offset != upload.offset:
                 raise E.ERR_MISMATCHED_OFFSET(
                     f"Upload-Offset {offset} does not match the current offset {upload.offset}")
+            if new_length is not None:
+                self._check_declared(upload, new_length)
             if upload.is_complete:
-                if content_length:
-                    raise E.ERR_UPLOAD_COMPLETE()
-                return Response(status_code=204, headers={"Upload-Offset": str(upload.offset),
-                                                          **self.ctx.completion.headers_for(upload)})
-            room = self._room(upload)
+                return await self._patch_complete(upload, receive, content_length)
+            room = self._end(new_length if upload.length is None else upload.length) - upload.offset
             if content_length is not None and content_length > room:
                 raise E.ERR_SIZE_EXCEEDED(
                     f"body of {content_length} bytes goes past the upload's end ({room} bytes left)")
-            upload, extra = await self._receive(request, receive, upload, lock, checksum)
+            if new_length is not None and upload.length is None:
+                # Everything is checked: the length is now fixed, even if the body fails.
+                await self.ctx.repo.update(upload.id, length=new_length)
+                upload.length = new_length
+            upload, extra = await self._receive(receive, upload, lock, checksum)
         headers = {"Upload-Offset": str(upload.offset), **extra, **self._expires_header(upload)}
         return Response(status_code=204, headers=headers)
 
-    async def _declare_length(self, upload: Upload, length: int) -> Upload:
+    def _check_declared(self, upload: Upload, length: int) -> None:
+        """A length may be declared once; repeating the same value is a harmless retry (T48)."""
         if upload.length is not None:
             if length != upload.length:
                 raise E.ERR_LENGTH_CHANGED()
-            return upload
+            return
         if length < upload.offset:
             raise E.ERR_LENGTH_BELOW_OFFSET()
         self._check_length(length)
-        await self.ctx.repo.update(upload.id, length=length)
-        upload.length = length
-        if length == upload.offset:
-            await self._complete(upload)
-        return upload
 
-    def _room(self, upload: Upload) -> int:
-        end = upload.length if upload.length is not None else (self.max_size or H.INT64_MAX)
-        return max(0, end - upload.offset)
+    async def _patch_complete(self, upload: Upload, receive: Receive,
+                              content_length: int | None) -> Response:
+        """An empty PATCH on a finished upload is a harmless retry; bytes are refused (T24)."""
+        if content_length:
+            raise E.ERR_UPLOAD_COMPLETE()
+        if content_length is None:  # chunked: find out whether anything comes
+            reader = BodyReader(receive, 0, self.settings.server.body_idle_timeout, lambda: False)
+            async with aclosing(reader.chunks()) as chunks:
+                async for _ in chunks:
+                    pass
+            if reader.end != BodyEnd.COMPLETE:
+                raise E.ERR_UPLOAD_COMPLETE()
+        return Response(status_code=204, headers={"Upload-Offset": str(upload.offset),
+                                                  **self.ctx.completion.headers_for(upload)})
 
-    @staticmethod
-    def _content_length(h: Headers) -> int | None:
-        value = h.get("content-length")
-        return None if value is None else H.parse_uint(value, E.ERR_INVALID_LENGTH)
-
-    async def _receive(self, request: Request, receive: Receive, upload: Upload, lock: LockHandle,
+    async def _receive(self, receive: Receive, upload: Upload, lock: LockHandle,
                        checksum: H.Checksum | None) -> tuple[Upload, dict[str, str]]:
         """Store the body at the upload's offset; keep every byte that arrived unless a checksum
         was sent, in which case the chunk is staged and kept only if it verifies."""
         store = self.ctx.store
-        reader = BodyReader(receive, self._room(upload), self.settings.server.body_idle_timeout,
-                            lock.release_requested)
+        reader = BodyReader(receive, self._end(upload.length) - upload.offset,
+                            self.settings.server.body_idle_timeout, lock.release_requested)
         target = store.path(upload.id)
         staging = store.staging_path(upload.id) if checksum else None
         hasher = hashlib.new(checksum.algorithm) if checksum else None
-        appender = store.appender(staging, 0, hasher) if staging else store.appender(target, upload.offset)
-        if staging:
-            await store.truncate(staging, 0)
-        try:
-            async for chunk in reader.chunks():
-                await appender.write(chunk)
-        finally:
-            try:
-                written = await appender.close(sync=False if staging else None)
-            except OSError:
-                written = None
-            if staging is None:
-                if written is None:
-                    size = await store.size(target)
-                    written = (size or upload.offset) - upload.offset
-                if written:
-                    upload.offset += written
-                    upload.expires_at = self.ctx.repo.next_expiry()
-                    await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
-
         if staging is not None:
-            ok = reader.end == BodyEnd.COMPLETE and hasher is not None and hasher.digest() == checksum.digest
-            try:
-                if not ok:
-                    if reader.end == BodyEnd.COMPLETE:
-                        raise E.ERR_CHECKSUM_MISMATCH()
-                    raise self._end_error(reader.end)
-                await store.append_file(target, upload.offset, staging)
-                upload.offset += reader.received
+            appender = store.appender(staging, 0, hasher, truncate=True)
+        else:
+            appender = store.appender(target, upload.offset)
+        try:
+            async with aclosing(reader.chunks()) as chunks:
+                async for chunk in chunks:
+                    await appender.write(chunk)
+        except OSError:
+            pass  # recorded in appender.failed; the bytes before it are kept below
+        finally:
+            written = await appender.close(sync=False if staging else None)
+            if staging is None and written:
+                upload.offset += written
                 upload.expires_at = self.ctx.repo.next_expiry()
                 await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
+
+        if staging is not None:
+            try:
+                if appender.failed is None and reader.end == BodyEnd.COMPLETE:
+                    assert hasher is not None and checksum is not None
+                    if hasher.digest() != checksum.digest:
+                        raise E.ERR_CHECKSUM_MISMATCH()
+                    await store.append_file(target, upload.offset, staging, reader.received)
+                    upload.offset += reader.received
+                    upload.expires_at = self.ctx.repo.next_expiry()
+                    await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
             finally:
                 await store.delete(staging)
 
         extra: dict[str, str] = {}
         if upload.length is not None and upload.offset == upload.length:
             extra = await self._complete(upload)
-        if reader.end not in (BodyEnd.COMPLETE, None):
-            err = self._end_error(reader.end)
+        err: E.TusError | None = None
+        if appender.failed is not None:
+            log.error("upload=%s write failed: %s", upload.id, appender.failed)
+            err = E.ERR_WRITE_FAILED()
+        elif reader.end != BodyEnd.COMPLETE:
+            if reader.end == BodyEnd.ERROR:
+                log.warning("upload=%s body read failed: %r", upload.id, reader.error)
+            err = _end_error(reader.end)
+        if err is not None:
             err.headers["Upload-Offset"] = str(upload.offset)
             raise err
         return upload, extra
 
-    @staticmethod
-    def _end_error(end: str | None) -> E.TusError:
-        if end == BodyEnd.RELEASED:
-            return E.ERR_INTERRUPTED()
-        if end == BodyEnd.IDLE:
-            return E.ERR_READ_TIMEOUT()
-        if end == BodyEnd.OVERFLOW:
-            return E.ERR_SIZE_EXCEEDED("body went past the upload's end; the bytes up to it were stored")
-        return E.TusError(400, "ERR_CLIENT_DISCONNECTED", "client went away; received bytes were kept")
-
     # ------------------------------------------------------------------ completion
     async def _complete(self, upload: Upload) -> dict[str, str]:
-        """Record completion exactly once; only non-partial uploads are handed on."""
+        """Record completion exactly once, as one state change in the database; only
+        non-partial uploads are handed on to the completion listener."""
         completion = self.ctx.completion
         publish = upload.concat != "partial"
-        if upload.concat == "partial":
-            expires = self.ctx.repo.next_expiry()
-            won = await self.ctx.repo.mark_complete(upload.id, expires_at=expires)
-        else:
+        if publish:
             upload.offset = upload.length or 0
-
-            def _tx(session: Session) -> bool:
-                from sqlalchemy import update as sql_update
-                result = session.exec(sql_update(Upload)  # type: ignore[call-overload]
-                                      .where(Upload.id == upload.id, Upload.completed_at.is_(None))  # type: ignore[union-attr]
-                                      .values(completed_at=utcnow(), expires_at=None, offset=upload.offset))
-                if result.rowcount != 1:
-                    return False
-                completion.in_transaction(session, upload)
-                return True
-            won = await self.ctx.repo.run(_tx)
+            won = await self.ctx.repo.complete(upload.id, upload.offset, None,
+                                               lambda session: completion.in_transaction(session, upload))
+        else:
+            won = await self.ctx.repo.complete(upload.id, upload.offset, self.ctx.repo.next_expiry(), None)
         fresh = await self.ctx.repo.get(upload.id)
         if fresh is not None:
             upload.completed_at, upload.storage_path, upload.expires_at = (
@@ -452,12 +482,13 @@ class TusHandler:
     # ------------------------------------------------------------------ DELETE
     async def delete(self, request: Request, upload_id: str) -> Response:
         await self._load(upload_id)
-        async with self.ctx.locks.hold(upload_id):
+        async with self.ctx.locks.hold(upload_id):  # stops an in-flight PATCH first
             upload = await self._load(upload_id)
             store = self.ctx.store
             paths = [store.path(upload_id), store.staging_path(upload_id)]
-            if upload.concat is not None or not upload.is_complete:
+            if not (upload.is_complete and upload.concat != "partial"):
                 paths.append(store.layout.resolve(upload.storage_path))
+            # A published upload's original belongs to its media item now and stays.
             await self.ctx.repo.delete(upload_id)
             await store.delete(*paths)
         self.ctx.locks.forget(upload_id)
@@ -470,7 +501,7 @@ class TusHandler:
         if not upload.is_complete:
             raise E.ERR_NOT_COMPLETE()
         path = self.ctx.store.layout.resolve(upload.storage_path)
-        if not path.exists():
+        if await self.ctx.store.size(path) is None:
             raise E.ERR_NOT_FOUND("upload data is no longer stored")
         metadata = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
         filetype = metadata.text("filetype") or metadata.text("type")
@@ -483,13 +514,42 @@ class TusHandler:
         return response
 
 
+def is_expired(upload: Upload, now: datetime | None = None) -> bool:
+    """Unfinished uploads expire; so do finished partials, which nobody can use once their
+    final is built. Published uploads never do."""
+    if upload.expires_at is None:
+        return False
+    if upload.is_complete and upload.concat != "partial":
+        return False
+    return _aware(upload.expires_at) < (now or utcnow())
+
+
+def _is_final(upload: Upload) -> bool:
+    return bool(upload.concat and upload.concat.startswith("final"))
+
+
+def _has_body(h: Headers) -> bool:
+    return h.get("content-length", "0") != "0" or "transfer-encoding" in h
+
+
+def _end_error(end: str | None) -> E.TusError:
+    if end == BodyEnd.RELEASED:
+        return E.ERR_INTERRUPTED()
+    if end == BodyEnd.IDLE:
+        return E.ERR_READ_TIMEOUT()
+    if end == BodyEnd.OVERFLOW:
+        return E.ERR_SIZE_EXCEEDED("body went past the upload's end; the bytes up to it were stored")
+    if end == BodyEnd.ERROR:
+        return E.ERR_READ_FAILED()
+    return E.ERR_CLIENT_GONE()
+
+
 def _aware(value: datetime) -> datetime:
     """SQLite hands datetimes back without a zone; they were written as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _safe_type(value: str) -> bool:
-    import re
     return bool(re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}", value.lower()))
 
 

@@ -55,16 +55,31 @@ class UploadRepo:
             s.exec(update(Upload).where(Upload.id == upload_id).values(**values))  # type: ignore[call-overload]
         await self.run(_update)
 
-    async def mark_complete(self, upload_id: str, **values: Any) -> bool:
-        """Record completion; True for exactly one caller, however many race to complete."""
+    async def complete(self, upload_id: str, offset: int, expires_at: datetime | None,
+                       hook: Callable[[Session], None] | None) -> bool:
+        """Record completion; True for exactly one caller, however many requests or processes
+        race to complete. ``hook`` runs inside the same transaction (the publishing seam), so
+        the completion and what it starts commit together or not at all."""
         now = utcnow()
 
         def _complete(s: Session) -> bool:
             result = s.exec(update(Upload)  # type: ignore[call-overload]
                             .where(Upload.id == upload_id, Upload.completed_at.is_(None))  # type: ignore[union-attr]
-                            .values(completed_at=now, updated_at=now, **values))
-            return result.rowcount == 1
+                            .values(completed_at=now, updated_at=now, offset=offset, expires_at=expires_at))
+            if result.rowcount != 1:
+                return False
+            if hook is not None:
+                hook(s)
+            return True
         return await self.run(_complete)
+
+    async def expired(self, now: datetime, limit: int = 500) -> list[Upload]:
+        """Uploads whose expiry passed: unfinished ones, and finished partials."""
+        def _expired(s: Session) -> list[Upload]:
+            query = (select(Upload).where(Upload.expires_at.is_not(None), Upload.expires_at < now)  # type: ignore[union-attr]
+                     .order_by(Upload.expires_at).limit(limit))  # type: ignore[arg-type]
+            return list(s.exec(query))
+        return await self.run(_expired)
 
     async def delete(self, upload_id: str) -> None:
         def _delete(s: Session) -> None:

@@ -2,7 +2,8 @@
 
 File I/O runs on a small thread pool so the event loop never blocks. Appends are batched
 (about 1 MiB) and one batch is written while the next is received, which keeps a single upload
-near disk speed with bounded memory.
+near disk speed with bounded memory. Concatenation and checksum commits copy inside the kernel
+(``copy_file_range``), so no byte of a final upload passes through Python.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Callable, TypeVar
 from models.layout import Layout
 
 BATCH_BYTES = 1 << 20
+BATCH_CHUNKS = 256  # tiny chunks from a slow client must not pile up as many objects
+IOV_MAX = 1024
 T = TypeVar("T")
 
 
@@ -49,21 +52,33 @@ class FileStore:
     async def truncate(self, path: Path, length: int) -> None:
         await self.run(os.truncate, path, length)
 
-    def appender(self, path: Path, offset: int, hasher: "hashlib._Hash | None" = None) -> "Appender":
-        return Appender(self, path, offset, hasher)
+    async def sync(self, path: Path) -> None:
+        await self.run(_sync, path)
+
+    def appender(self, path: Path, offset: int, hasher: "hashlib._Hash | None" = None,
+                 truncate: bool = False) -> "Appender":
+        return Appender(self, path, offset, hasher, truncate)
 
     def staging_path(self, upload_id: str) -> Path:
         return self.layout.uploads / f"{upload_id}.stage"
 
-    async def append_file(self, target: Path, offset: int, source: Path) -> int:
+    async def append_file(self, target: Path, offset: int, source: Path, length: int) -> None:
         """Append ``source`` at ``offset`` of ``target`` in the kernel (no bytes through Python)."""
-        return await self.run(_copy_into, target, offset, source, self.fsync)
+        def _append() -> None:
+            copied = _copy_into(target, offset, source, length, self.fsync)
+            if copied != length:
+                raise OSError(f"staged chunk has {copied} of {length} bytes")
+        await self.run(_append)
 
-    async def concat(self, target: Path, sources: list[Path]) -> int:
+    async def concat(self, target: Path, sources: list[tuple[Path, int]]) -> int:
+        """Write the sources one after the other into ``target``; each must hold its length."""
         def _concat() -> int:
             offset = 0
-            for source in sources:
-                offset += _copy_into(target, offset, source, False)
+            for source, length in sources:
+                copied = _copy_into(target, offset, source, length, False)
+                if copied != length:
+                    raise FileNotFoundError(f"{source.name} holds {copied} of {length} bytes")
+                offset += copied
             if self.fsync:
                 _sync(target)
             return offset
@@ -84,11 +99,11 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_into(target: Path, offset: int, source: Path, sync: bool) -> int:
+def _copy_into(target: Path, offset: int, source: Path, total: int, sync: bool) -> int:
+    """Copy the first ``total`` bytes of ``source``; returns fewer if the source is shorter."""
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     dst = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        total = os.fstat(src).st_size
         copied = 0
         while copied < total:
             n = os.copy_file_range(src, dst, total - copied, copied, offset + copied)
@@ -104,55 +119,94 @@ def _copy_into(target: Path, offset: int, source: Path, sync: bool) -> int:
 
 
 class Appender:
-    """Writes a stream of chunks at ``offset``; ``written`` counts what reached the file."""
+    """Writes a stream of chunks at ``offset``; ``written`` counts only what reached the file.
 
-    def __init__(self, store: FileStore, path: Path, offset: int, hasher: Any = None):
+    Chunks are gathered into batches and handed to ``pwritev`` on the thread pool, one batch in
+    flight while the next is received: the event loop never blocks on the disk, memory stays
+    bounded (two batches), and no batch is joined into one big copy. After a failed write
+    nothing more is written, so the file never gets a hole and ``written`` stays exact.
+    """
+
+    def __init__(self, store: FileStore, path: Path, offset: int, hasher: Any = None,
+                 truncate: bool = False):
         self._store = store
         self._offset = offset
         self._hasher = hasher
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
+        self._fd = os.open(path, flags, 0o600)
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._inflight: asyncio.Future | None = None
+        self._scheduled = 0
+        self._inflight: asyncio.Future[int] | None = None
         self.written = 0
+        self.failed: OSError | None = None
 
-    def _write(self, data: bytes, position: int) -> None:
+    def _write(self, buffers: list[bytes], position: int) -> int:
+        """Runs on the pool; returns the bytes written, recording (not raising) a failure."""
         if self._hasher is not None:
-            self._hasher.update(data)
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, position)
-            position += n
-            view = view[n:]
+            for data in buffers:
+                self._hasher.update(data)
+        done = 0
+        try:
+            for start in range(0, len(buffers), IOV_MAX):
+                group: list[Any] = buffers[start:start + IOV_MAX]
+                left = sum(len(b) for b in group)
+                while left:
+                    n = os.pwritev(self._fd, group, position + done)
+                    done += n
+                    left -= n
+                    if left:
+                        group = _skip(group, n)
+        except OSError as exc:
+            self.failed = exc
+        return done
 
     async def _drain(self) -> None:
         if self._inflight is not None:
             inflight, self._inflight = self._inflight, None
-            await inflight
+            self.written += await inflight
 
     async def write(self, chunk: bytes) -> None:
+        if self.failed is not None:
+            raise self.failed
         self._buffer.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered >= BATCH_BYTES:
+        if self._buffered >= BATCH_BYTES or len(self._buffer) >= BATCH_CHUNKS:
             await self._flush_async()
 
     async def _flush_async(self) -> None:
         await self._drain()
-        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
-        position = self._offset + self.written
+        if self.failed is not None:
+            return
+        buffers, position = self._buffer, self._offset + self._scheduled
+        self._scheduled += self._buffered
         self._buffer, self._buffered = [], 0
         loop = asyncio.get_running_loop()
-        self._inflight = loop.run_in_executor(self._store.executor, self._write, data, position)
-        self.written += len(data)
+        self._inflight = loop.run_in_executor(self._store.executor, self._write, buffers, position)
 
     async def close(self, sync: bool | None = None) -> int:
-        """Write what is buffered, make it durable, and return the bytes written."""
+        """Write what is buffered, make it durable, and return the bytes written.
+
+        A write failure is not raised here but left in ``failed``: the caller still records
+        the bytes that did reach the file."""
         try:
             if self._buffered:
                 await self._flush_async()
             await self._drain()
-            if self._store.fsync if sync is None else sync:
+            if (self._store.fsync if sync is None else sync) and self.written:
                 await self._store.run(os.fdatasync, self._fd)
         finally:
             os.close(self._fd)
         return self.written
+
+
+def _skip(buffers: list[Any], n: int) -> list[Any]:
+    """The buffers left after a short ``pwritev`` wrote the first ``n`` bytes."""
+    out: list[Any] = []
+    for data in buffers:
+        if n >= len(data):
+            n -= len(data)
+            continue
+        out.append(memoryview(data)[n:] if n else data)
+        n = 0
+    return out
