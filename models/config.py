@@ -121,6 +121,21 @@ class TranscodeConfig:
     ffprobe: str = "ffprobe"
 
 
+WEBHOOK_EVENTS: tuple[str, ...] = ("upload.created", "upload.completed", "media.ready",
+                                   "media.failed", "media.deleted")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    urls: tuple[str, ...] = ()
+    secret: str = ""
+    timeout: float = 10.0
+    max_age: int = 86400
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    retry_base: float = 30.0
+    retry_max: float = 3600.0
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -131,6 +146,7 @@ class Settings:
     redis: RedisConfig = field(default_factory=RedisConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     config_path: Path | None = None
 
     @property
@@ -269,3 +285,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("[transcode] segment_format must be 'fmp4' or 'ts'")
     if s.cors.allow_credentials and "*" in s.cors.allow_origins:
         raise ConfigError("[cors] allow_credentials cannot be combined with allow_origins '*'")
+    if s.webhooks.urls and not s.webhooks.secret:
+        raise ConfigError("[webhooks] secret is required when urls are set (receivers verify it)")
+    unknown = set(s.webhooks.events) - set(WEBHOOK_EVENTS)
+    if unknown:
+        raise ConfigError(f"[webhooks] events: unknown {sorted(unknown)}; known {list(WEBHOOK_EVENTS)}")
