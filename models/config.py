@@ -136,6 +136,42 @@ class WebhooksConfig:
     retry_max: float = 3600.0
 
 
+AUTH_ROLES: tuple[str, ...] = ("admin", "user", "service")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One static API token (``[[auth.tokens]]``): for the CLI and the platform's services."""
+
+    token: str
+    user: str
+    role: str = "user"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = False
+    tokens: tuple[ApiToken, ...] = ()
+    jwt_hs256_secret: str = ""
+    jwt_rs256_public_key: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_leeway: int = 30
+    role_claim: str = "role"
+    max_size_claim: str = "tusflow_max_size"
+    query_token: bool = True
+    cookie_name: str = "tusflow_token"
+    public_paths: tuple[str, ...] = ("/static/", "/favicon.ico")
+    protect_metrics: bool = False
+    playback_signing_key: str = ""
+    playback_ttl: int = 3600
+    signed_playback: bool = False
+    quota_bytes_per_day: int = 0
+    quota_bytes_total: int = 0
+    precreate_hook_url: str = ""
+    precreate_hook_timeout: float = 5.0
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -147,6 +183,7 @@ class Settings:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     config_path: Path | None = None
 
     @property
@@ -210,6 +247,20 @@ def _coerce(section: str, key: str, value: Any, annotation: Any, base: Path) -> 
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: each rung needs name, height, video_kbps") from exc
         return tuple(rungs)
+    if kind.startswith("tuple[ApiToken"):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be an array of tables {{token, user, role}}")
+        tokens = []
+        for item in value:
+            if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("token", "user")):
+                raise ConfigError(f"{where}: each token needs token and user strings")
+            role = item.get("role", "user")
+            if role not in AUTH_ROLES:
+                raise ConfigError(f"{where}: role must be one of {list(AUTH_ROLES)}")
+            if len(item["token"]) < 16:
+                raise ConfigError(f"{where}: tokens must be at least 16 characters")
+            tokens.append(ApiToken(item["token"], item["user"], role))
+        return tuple(tokens)
     if kind.startswith("tuple[int"):
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
             raise ConfigError(f"{where} must be an array of integers")
@@ -290,3 +341,17 @@ def _validate(s: Settings) -> None:
     unknown = set(s.webhooks.events) - set(WEBHOOK_EVENTS)
     if unknown:
         raise ConfigError(f"[webhooks] events: unknown {sorted(unknown)}; known {list(WEBHOOK_EVENTS)}")
+    _validate_auth(s.auth)
+
+
+def _validate_auth(a: AuthConfig) -> None:
+    if a.enabled and not (a.tokens or a.jwt_hs256_secret or a.jwt_rs256_public_key):
+        raise ConfigError("[auth] enabled needs tokens, jwt_hs256_secret or jwt_rs256_public_key")
+    if a.signed_playback and not a.playback_signing_key:
+        raise ConfigError("[auth] signed_playback needs playback_signing_key")
+    if a.playback_ttl <= 0 or a.precreate_hook_timeout <= 0 or a.jwt_leeway < 0:
+        raise ConfigError("[auth] playback_ttl and precreate_hook_timeout must be > 0, jwt_leeway >= 0")
+    if a.quota_bytes_per_day < 0 or a.quota_bytes_total < 0:
+        raise ConfigError("[auth] quotas must be >= 0 (0 = no quota)")
+    if len({t.token for t in a.tokens}) != len(a.tokens):
+        raise ConfigError("[auth] tokens: the same token is listed twice")
