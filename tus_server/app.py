@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount
 
 from models.config import Settings, load_settings
 from tus_server.context import AppContext
+from tus_server.metrics import Metrics
 from tus_server.publish import Publisher
 from tus_server.tus.handlers import TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks
@@ -49,9 +50,10 @@ def tus_handler(ctx: AppContext) -> TusHandler:
 
 
 def extra_routes(ctx: AppContext) -> list[BaseRoute]:
-    """Routes of the media API, delivery and pages, each from its own module when present."""
+    """Routes of the media API, delivery, pages and health checks, each from its own module
+    when present."""
     routes: list[BaseRoute] = []
-    for module_name in ("tus_server.api", "tus_server.delivery", "tus_server.pages"):
+    for module_name in ("tus_server.api", "tus_server.delivery", "tus_server.pages", "tus_server.health"):
         try:
             module = __import__(module_name, fromlist=["routes"])
         except ModuleNotFoundError as exc:
@@ -65,8 +67,10 @@ def extra_routes(ctx: AppContext) -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     ctx = AppContext.build(settings)
     base = settings.server.base_path.rstrip("/")
-    routes: list[BaseRoute] = [Mount(base, app=tus_handler(ctx))]
+    metrics = Metrics(ctx)  # measures the tus endpoint from outside, serves /metrics
+    routes: list[BaseRoute] = [Mount(base, app=metrics.instrument(tus_handler(ctx)))]
     routes.extend(extra_routes(ctx))
+    routes.extend(metrics.routes())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
