@@ -1,0 +1,389 @@
+"""Signed webhooks to the platform, delivered by RQ jobs with retries for ``max_age`` seconds.
+
+Lives beside the transcoding jobs, not in the web layer, because the RQ worker must import the
+delivery job without Starlette (and ``transcoder`` never imports ``tus_server``).
+
+The order of operations is what makes delivery reliable:
+
+1. ``record`` writes one ``WebhookDelivery`` row per receiver URL, ideally inside the same
+   transaction as the change it announces, so an event exists exactly when the change does.
+2. ``enqueue`` claims the row's ``enqueued_at`` and puts a wake-up job on
+   ``<queue>-webhooks`` (its own queue, so deliveries never wait behind an hour of transcoding).
+   If Redis is down the row stays un-enqueued and ``sweep`` enqueues it later.
+3. ``attempt`` (run by the job) takes a lease on the row, POSTs, records the answer and, unless
+   delivered or too old, schedules the next wake-up with ``Queue.enqueue_at``. A duplicate or
+   stale job finds the row delivered, failed or leased and does nothing.
+
+Retry policy (like Stripe and Mux): anything but a 2xx answer - 3xx and 4xx included, timeouts,
+refused connections - is retried with exponential backoff until ``max_age`` after the event,
+then the delivery is marked failed and waits for ``tusflow webhooks redeliver``. 4xx answers are
+not treated as final because a receiver's 401/404 is usually a deploy or config slip on its
+side that gets fixed within the day.
+
+RQ scheduling (rq 3.0, see ``rq/scheduler.py``): ``enqueue_at`` only parks the job in the
+queue's ScheduledJobRegistry. It is moved back to the queue by the scheduler of a worker that
+listens on that queue and runs ``work(with_scheduler=True)``; one such worker holds a per-queue
+Redis lock (TTL 61 s) and polls every second. If it dies, another scheduler-enabled worker takes
+over only at its next maintenance pass (every 10 minutes), and a ``--burst`` worker moves due
+jobs once at start and never again. Retries can therefore be late, never early, and ``sweep``
+re-enqueues deliveries whose wake-up is long overdue (e.g. Redis lost its data).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from models.config import Settings, load_settings
+from models.db import make_engine, session_scope
+from models.tables import Media, Upload, utcnow
+from models.webhooks import WebhookDelivery as WD
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+log = logging.getLogger("tusflow.webhooks")
+
+QUEUE_SUFFIX = "-webhooks"
+SIGNATURE_HEADER = "Tusflow-Signature"
+DELIVERY_HEADER = "Tusflow-Delivery"
+EVENT_HEADER = "Tusflow-Event"
+USER_AGENT = "tusflow-webhooks/1"
+# A lease outlives the HTTP timeout by this much, so a slow attempt is never run twice at once.
+LEASE_SLACK = 60.0
+JOB = "transcoder.notify.deliver_webhook"
+
+
+# ---------------------------------------------------------------------------------- signing
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Tusflow-Signature`` value. The timestamp is inside the MAC so a captured request
+    cannot be replayed later with a fresh ``t``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, tolerance: float = 300.0,
+           now: float | None = None) -> bool:
+    """What a receiver does: recompute, compare in constant time, refuse stale timestamps.
+    Several ``v1=`` entries are accepted so a secret rotation can sign with both secrets."""
+    fields: dict[str, list[str]] = {}
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).rsplit("v1=", 1)[1]
+    return any(hmac.compare_digest(expected, got) for got in fields.get("v1", []))
+
+
+def backoff(settings: Settings, attempts: int) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones (1 → retry_base)."""
+    w = settings.webhooks
+    return min(w.retry_base * 2 ** max(attempts - 1, 0), w.retry_max)
+
+
+# ---------------------------------------------------------------------------------- payloads
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return _aware(value).isoformat().replace("+00:00", "Z")
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands timestamps back naive (they are UTC); PostgreSQL hands them back aware."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _metadata(raw: str) -> dict[str, str]:
+    """Decode Upload-Metadata for the receiver; values that are not UTF-8 are shown replaced."""
+    out: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = pair.partition(" ")
+        try:
+            out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
+        except ValueError:
+            out[key] = ""
+    return out
+
+
+def upload_data(upload: Upload) -> dict[str, Any]:
+    return {"upload_id": upload.id, "media_id": upload.id if upload.concat != "partial" else None,
+            "owner": upload.owner, "length": upload.length, "offset": upload.offset,
+            "partial": upload.concat == "partial", "metadata": _metadata(upload.metadata_raw),
+            "created_at": _iso(upload.created_at), "completed_at": _iso(upload.completed_at)}
+
+
+def media_data(media: Media) -> dict[str, Any]:
+    return {"media_id": media.id, "upload_id": media.id, "owner": media.owner, "state": media.state,
+            "title": media.title, "filename": media.filename, "size": media.size,
+            "duration": media.duration, "width": media.width, "height": media.height,
+            "renditions": media.renditions, "error": media.error,
+            "api_path": f"/api/media/{media.id}", "finished_at": _iso(media.finished_at)}
+
+
+def make_body(delivery_id: str, event: str, created_at: datetime, data: dict[str, Any]) -> str:
+    return json.dumps({"id": delivery_id, "event": event, "created_at": _iso(created_at),
+                       "data": data}, separators=(",", ":"), sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------------- redis
+def queue_name(settings: Settings) -> str:
+    return settings.redis.queue + QUEUE_SUFFIX
+
+
+def redis_connection(settings: Settings, timeout: float = 5.0) -> "Redis":
+    """The same Redis the transcoding queue uses: ``[redis] url`` or the private socket."""
+    from redis import Redis
+    url = settings.redis.url or f"unix://{settings.data_dir / 'redis.sock'}"
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def _wake(settings: Settings, conn: "Redis", delivery_id: str, at: datetime | None = None) -> None:
+    from rq import Queue
+    queue = Queue(queue_name(settings), connection=conn)
+    kwargs = dict(job_timeout=int(settings.webhooks.timeout + LEASE_SLACK), result_ttl=3600,
+                  failure_ttl=7 * 86400, description=f"webhook {delivery_id}")
+    config = str(settings.config_path) if settings.config_path else None
+    if at is None or at <= utcnow():
+        queue.enqueue(JOB, delivery_id, config, **kwargs)  # type: ignore[arg-type]
+    else:
+        queue.enqueue_at(at, JOB, delivery_id, config, **kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- emitting
+def wanted(settings: Settings, event: str) -> bool:
+    w = settings.webhooks
+    return bool(w.urls) and event in w.events
+
+
+def record(session: Session, settings: Settings, event: str, data: dict[str, Any],
+           subject: str = "") -> list[str]:
+    """Add one delivery per receiver to ``session`` (the caller commits). Returns their ids."""
+    if not wanted(settings, event):
+        return []
+    now = utcnow()
+    ids = []
+    for url in settings.webhooks.urls:
+        delivery_id = uuid.uuid4().hex
+        session.add(WD(id=delivery_id, event=event, url=url, subject=subject,
+                       payload=make_body(delivery_id, event, now, data), created_at=now,
+                       give_up_at=now + timedelta(seconds=settings.webhooks.max_age),
+                       next_attempt_at=now))
+        ids.append(delivery_id)
+    return ids
+
+
+def enqueue(settings: Settings, engine: Engine, ids: Iterable[str]) -> list[str]:
+    """Wake the deliveries whose wake-up has not reached Redis yet; returns those enqueued.
+    Never raises: a Redis outage leaves the rows for ``sweep``."""
+    claimed = []
+    now = utcnow()
+    with session_scope(engine) as s:
+        for delivery_id in ids:
+            result = s.exec(update(WD).where(WD.id == delivery_id, col(WD.enqueued_at).is_(None))
+                            .values(enqueued_at=now))
+            if result.rowcount == 1:
+                claimed.append(delivery_id)
+    if not claimed:
+        return []
+    try:
+        conn = redis_connection(settings)
+        try:
+            for delivery_id in claimed:
+                _wake(settings, conn, delivery_id)
+        finally:
+            conn.close()
+    except Exception as exc:
+        log.warning("webhooks %s not enqueued (the sweep retries): %s", claimed, exc)
+        with session_scope(engine) as s:
+            s.exec(update(WD).where(col(WD.id).in_(claimed))
+                   .values(enqueued_at=None))
+        return []
+    return claimed
+
+
+def enqueue_subject(settings: Settings, engine: Engine, subject: str) -> list[str]:
+    """Enqueue every not-yet-enqueued delivery about ``subject`` (after the caller's commit)."""
+    if not settings.webhooks.urls:
+        return []
+    with Session(engine) as s:
+        ids = s.exec(select(WD.id).where(WD.subject == subject, col(WD.enqueued_at).is_(None))).all()
+    return enqueue(settings, engine, ids)
+
+
+def emit(settings: Settings, engine: Engine, event: str, data: dict[str, Any],
+         subject: str = "") -> list[str]:
+    """Record and enqueue in one call, for callers without a transaction of their own.
+    Never raises: failing to announce something must not fail the thing itself."""
+    if not wanted(settings, event):
+        return []
+    try:
+        with session_scope(engine) as s:
+            ids = record(s, settings, event, data, subject)
+    except Exception:
+        log.exception("webhook %s for %s not recorded", event, subject)
+        return []
+    enqueue(settings, engine, ids)
+    return ids
+
+
+# ---------------------------------------------------------------------------------- delivering
+def _post(settings: Settings, row: WD) -> tuple[int | None, str | None]:
+    import httpx
+    body = row.payload.encode()
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+               SIGNATURE_HEADER: sign(settings.webhooks.secret, body, int(time.time())),
+               DELIVERY_HEADER: row.id, EVENT_HEADER: row.event}
+    try:
+        with httpx.Client(timeout=settings.webhooks.timeout, follow_redirects=False) as client:
+            response = client.post(row.url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    if 200 <= response.status_code < 300:
+        return response.status_code, None
+    return response.status_code, f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+def attempt(settings: Settings, engine: Engine, delivery_id: str,
+            conn: "Redis | None" = None) -> str:
+    """One delivery attempt: ``delivered``, ``retry``, ``failed`` or ``skipped``."""
+    now = utcnow()
+    lease = now + timedelta(seconds=settings.webhooks.timeout + LEASE_SLACK)
+    with session_scope(engine) as s:
+        result = s.exec(update(WD).where(
+            WD.id == delivery_id, col(WD.delivered_at).is_(None), col(WD.failed_at).is_(None),
+            or_(col(WD.locked_until).is_(None), col(WD.locked_until) < now))
+            .values(locked_until=lease, attempts=WD.attempts + 1))
+        row = s.get(WD, delivery_id) if result.rowcount == 1 else None
+    if row is None:
+        return "skipped"
+    try:
+        status, error = _post(settings, row)
+    except Exception as exc:  # e.g. RQ's job timeout: an attempt that failed like any other
+        status, error = None, f"{type(exc).__name__}: {exc}"[:500]
+    except BaseException:  # the worker is being killed: free the lease, the sweep takes over
+        with session_scope(engine) as s:
+            s.exec(update(WD).where(WD.id == delivery_id).values(locked_until=None))
+        raise
+    done = utcnow()
+    outcome, next_at = "delivered", None
+    with session_scope(engine) as s:
+        row = s.get(WD, delivery_id)
+        if row is None:  # deleted meanwhile
+            return "skipped"
+        row.last_status, row.last_error, row.locked_until = status, error, None
+        if error is None:
+            row.delivered_at, row.next_attempt_at = done, None
+        else:
+            next_at = done + timedelta(seconds=backoff(settings, row.attempts))
+            max_age = timedelta(seconds=settings.webhooks.max_age)
+            give_up = _aware(row.give_up_at or row.created_at + max_age)
+            if next_at > give_up:
+                outcome, next_at = "failed", None
+                row.failed_at, row.next_attempt_at = done, None
+            else:
+                outcome = "retry"
+                row.next_attempt_at, row.enqueued_at = next_at, done
+    log.info("webhook delivery=%s event=%s attempt=%d status=%s outcome=%s%s", delivery_id, row.event,
+             row.attempts, status, outcome, f" error={error!r}" if error else "")
+    if next_at is not None:
+        _schedule_retry(settings, engine, delivery_id, next_at, conn)
+    return outcome
+
+
+def _schedule_retry(settings: Settings, engine: Engine, delivery_id: str, at: datetime,
+                    conn: "Redis | None") -> None:
+    own = conn is None
+    try:
+        conn = conn or redis_connection(settings)
+        _wake(settings, conn, delivery_id, at)
+    except Exception as exc:
+        log.warning("webhook delivery=%s retry not scheduled (the sweep retries): %s", delivery_id, exc)
+        with session_scope(engine) as s:
+            s.exec(update(WD).where(WD.id == delivery_id).values(enqueued_at=None))
+    finally:
+        if own and conn is not None:
+            conn.close()
+
+
+def deliver_webhook(delivery_id: str, config_path: str | None = None) -> str:
+    """The RQ job. It takes the config path, not Settings, so the worker's own environment
+    overrides (e.g. a rotated secret) apply at delivery time."""
+    from rq import get_current_job
+    settings = load_settings(config_path)
+    engine = make_engine(settings)
+    job = get_current_job()
+    try:
+        return attempt(settings, engine, delivery_id, job.connection if job else None)
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------------------- operating
+def redeliver(settings: Settings, engine: Engine, ids: Iterable[str] = (),
+              all_failed: bool = False) -> list[str]:
+    """Send again now, with the same id and body, and a fresh ``max_age`` of retries.
+    Works on delivered ones too (the receiver lost it); returns the ids that were reset."""
+    now = utcnow()
+    give_up = now + timedelta(seconds=settings.webhooks.max_age)
+    with session_scope(engine) as s:
+        query = select(WD.id)
+        if all_failed:
+            query = query.where(col(WD.failed_at).is_not(None))
+        else:
+            query = query.where(col(WD.id).in_(list(ids)))
+        reset = list(s.exec(query).all())
+        if reset:
+            s.exec(update(WD).where(col(WD.id).in_(reset))
+                   .values(delivered_at=None, failed_at=None, attempts=0, give_up_at=give_up,
+                           next_attempt_at=now, enqueued_at=None))
+    enqueue(settings, engine, reset)
+    return reset
+
+
+def sweep(settings: Settings, engine: Engine, grace: float = 600.0) -> list[str]:
+    """Re-enqueue pending deliveries whose wake-up never reached Redis or is ``grace`` seconds
+    overdue (lost with Redis data, or its worker was killed mid-attempt). Safe to run from
+    several processes: each row is claimed by comparing the values it was read with."""
+    now = utcnow()
+    overdue = now - timedelta(seconds=grace)
+    woken: list[str] = []
+    with Session(engine) as s:
+        rows = s.exec(select(WD).where(
+            col(WD.delivered_at).is_(None), col(WD.failed_at).is_(None),
+            or_(col(WD.enqueued_at).is_(None), col(WD.next_attempt_at) < overdue),
+            or_(col(WD.locked_until).is_(None), col(WD.locked_until) < now)).limit(500)).all()
+    if not rows:
+        return []
+    conn = redis_connection(settings)
+    try:
+        for row in rows:
+            at = max(_aware(row.next_attempt_at or now), now)
+            with session_scope(engine) as s:
+                claim = update(WD).where(WD.id == row.id)
+                claim = claim.where(col(WD.enqueued_at).is_(None) if row.enqueued_at is None
+                                    else col(WD.enqueued_at) == row.enqueued_at)
+                if s.exec(claim.values(enqueued_at=now, next_attempt_at=at)).rowcount != 1:
+                    continue
+            _wake(settings, conn, row.id, at)
+            woken.append(row.id)
+    finally:
+        conn.close()
+    if woken:
+        log.info("webhooks swept: %s", woken)
+    return woken
