@@ -1,18 +1,57 @@
 """Fixtures shared by every test folder: settings on a temporary data_dir, a real redis-server,
-real ``tusflow serve`` processes on port 0."""
+real ``tusflow serve`` processes on port 0, and a real PostgreSQL.
+
+Which database the ``make_config``/``settings`` fixtures configure is chosen by
+``TUSFLOW_TEST_DATABASE``: ``sqlite`` (default, the file in data_dir) or ``postgres`` (a fresh
+database per test on one PostgreSQL cluster started for the session). ``scripts/test`` runs the
+suites that touch the database a second time with ``postgres``. ``TUSFLOW_TEST_POSTGRES=0``
+skips everything that needs PostgreSQL. Mark a test ``@pytest.mark.sqlite_only`` when it checks
+something only SQLite has.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from models.config import Settings, load_settings
+from tests.support.postgres import PostgresServer
 from tests.support.procs import RedisServer, TusflowServer, write_config
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TEST_DATABASE_ENV = "TUSFLOW_TEST_DATABASE"
+TEST_POSTGRES_ENV = "TUSFLOW_TEST_POSTGRES"
+
+
+def selected_database() -> str:
+    """The database the shared fixtures configure: "sqlite" or "postgres"."""
+    kind = os.environ.get(TEST_DATABASE_ENV, "sqlite").strip().lower() or "sqlite"
+    if kind not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f"{TEST_DATABASE_ENV}={kind!r}: expected sqlite or postgres")
+    return kind
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: checks SQLite specifics; skipped when the "
+                                       "suite runs on PostgreSQL")
+    selected_database()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"tusflow test database: {selected_database()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if selected_database() != "postgres":
+        return
+    skip = pytest.mark.skip(reason=f"SQLite only ({TEST_DATABASE_ENV}=postgres)")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
 
 
 def sha256_file(path: Path) -> str:
@@ -30,14 +69,43 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the whole session, started on first use."""
+    if os.environ.get(TEST_POSTGRES_ENV, "1") == "0":
+        pytest.skip(f"PostgreSQL tests disabled ({TEST_POSTGRES_ENV}=0)")
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def make_config(tmp_path: Path, data_dir: Path) -> Callable[..., Path]:
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database for this test (dropped afterwards); its SQLAlchemy URL."""
+    name = postgres_server.new_database_name(request.node.name[:24])
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The ``[database] url`` the shared fixtures write: "" = SQLite in data_dir."""
+    if selected_database() == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return ""
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, data_dir: Path, database_url: str) -> Callable[..., Path]:
     """Write a config.toml for a test; sections override the test defaults."""
     def _make(**sections: dict[str, Any]) -> Path:
         merged: dict[str, dict[str, Any]] = {
             "storage": {"data_dir": str(data_dir), "fsync": False},
             "server": {"lock_timeout": 5.0, "body_idle_timeout": 5.0},
         }
+        if database_url:
+            merged["database"] = {"url": database_url}
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)
         return write_config(tmp_path / "config.toml", merged)

@@ -194,7 +194,7 @@ class PostgresServer:
     def new_database_name(self, hint: str = "t") -> str:
         self._counter += 1
         stem = re.sub(r"[^a-z0-9_]", "_", hint.lower())[:40] or "t"
-        return f"{stem}_{os.getpid()}_{self._counter}"
+        return f"t_{stem}_{os.getpid()}_{self._counter}"
 
     def create_database(self, name: str) -> str:
         """Create an empty database; return its SQLAlchemy URL."""
