@@ -353,5 +353,8 @@ def _validate_auth(a: AuthConfig) -> None:
         raise ConfigError("[auth] playback_ttl and precreate_hook_timeout must be > 0, jwt_leeway >= 0")
     if a.quota_bytes_per_day < 0 or a.quota_bytes_total < 0:
         raise ConfigError("[auth] quotas must be >= 0 (0 = no quota)")
+    for key in ("jwt_hs256_secret", "playback_signing_key"):
+        if 0 < len(getattr(a, key)) < 32:
+            raise ConfigError(f"[auth] {key} must be at least 32 characters (256 bits for HMAC-SHA256)")
     if len({t.token for t in a.tokens}) != len(a.tokens):
         raise ConfigError("[auth] tokens: the same token is listed twice")
