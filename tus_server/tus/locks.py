@@ -13,9 +13,9 @@ import asyncio
 import fcntl
 import os
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from tus_server.tus import errors as E
 
@@ -72,3 +72,21 @@ class UploadLocks:
         """Remove the lock files of an upload that no longer exists."""
         for suffix in (".lock", ".release"):
             (self.lock_dir / f"{upload_id}{suffix}").unlink(missing_ok=True)
+
+    @contextmanager
+    def try_hold(self, upload_id: str) -> Iterator[bool]:
+        """Take the lock only if it is free right now (for maintenance, which must never stop
+        or wait for a live request): yields whether it was taken."""
+        fd = os.open(self.lock_dir / f"{upload_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -1,0 +1,162 @@
+"""``tusflow cleanup``: delete what abandoned uploads left behind.
+
+Removes uploads whose ``Upload-Expires`` has passed (unfinished ones, and finished partials that
+no final can use any more): their rows, bytes, staged chunks and lock files. Also removes files
+under uploads/ and locks/ that no row owns (a process killed between creating a file and its
+row, or while assembling a final) once they are older than ``--orphan-age``. An upload some
+request is working on right now is skipped, never waited for: it is not abandoned, and cleanup
+must not stall a live client. Safe to run from cron while servers run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from models.config import ConfigError, Settings, load_settings
+from models.db import init_db, make_engine
+from models.layout import Layout
+from models.tables import Upload, utcnow
+from tus_server.tus.headers import is_valid_id
+from tus_server.tus.handlers import is_expired
+from tus_server.tus.locks import UploadLocks
+
+log = logging.getLogger("tusflow.cleanup")
+BATCH = 500
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cleanup", help="delete expired unfinished uploads, expired partials and orphan files")
+    p.add_argument("--config", help="path to config.toml")
+    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    p.add_argument("--orphan-age", type=float, default=3600.0,
+                   help="seconds a file without an upload row must be untouched before it is removed")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Report:
+    expired: int = 0
+    partials: int = 0
+    busy: int = 0
+    orphans: int = 0
+
+    def line(self, dry_run: bool) -> str:
+        verb = "would remove" if dry_run else "removed"
+        return (f"tusflow cleanup: {verb} {self.expired} expired uploads, {self.partials} expired partials, "
+                f"{self.orphans} orphan files; skipped {self.busy} busy")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"tusflow: {exc}", file=sys.stderr)
+        return 2
+    report = cleanup(settings, dry_run=args.dry_run, orphan_age=args.orphan_age)
+    print(report.line(args.dry_run), flush=True)
+    return 0
+
+
+def cleanup(settings: Settings, *, dry_run: bool = False, orphan_age: float = 3600.0,
+            now: datetime | None = None) -> Report:
+    layout = Layout(settings.data_dir)
+    layout.ensure()
+    engine = make_engine(settings)
+    try:
+        init_db(engine)
+        locks = UploadLocks(layout.locks, 0)
+        report = Report()
+        now = now or utcnow()
+        _expired_uploads(engine, layout, locks, now, dry_run, report)
+        _orphans(engine, layout, locks, orphan_age, dry_run, report)
+        return report
+    finally:
+        engine.dispose()
+
+
+def _expired_uploads(engine, layout: Layout, locks: UploadLocks, now: datetime,  # type: ignore[no-untyped-def]
+                     dry_run: bool, report: Report) -> None:
+    seen: set[str] = set()
+    while True:
+        with Session(engine) as s:
+            query = (select(Upload.id).where(Upload.expires_at.is_not(None), Upload.expires_at < now)  # type: ignore[union-attr]
+                     .order_by(Upload.expires_at).limit(BATCH + len(seen)))  # type: ignore[arg-type]
+            ids = [i for i in s.exec(query) if i not in seen]
+        if not ids:
+            return
+        for upload_id in ids[:BATCH]:
+            seen.add(upload_id)
+            with locks.try_hold(upload_id) as held:
+                if not held:
+                    report.busy += 1
+                    continue
+                with Session(engine) as s:
+                    upload = s.get(Upload, upload_id)
+                    if upload is None or not is_expired(upload, now):  # renewed or gone meanwhile
+                        continue
+                    partial = upload.concat == "partial" and upload.is_complete
+                    if not dry_run:
+                        s.delete(upload)
+                        s.commit()
+                        _remove(layout, upload_id, upload.storage_path)
+                if partial:
+                    report.partials += 1
+                else:
+                    report.expired += 1
+                log.info("upload=%s expired at %s: %s", upload_id, upload.expires_at,
+                         "would delete" if dry_run else "deleted")
+            if not dry_run:
+                for suffix in (".lock", ".release"):
+                    (layout.locks / f"{upload_id}{suffix}").unlink(missing_ok=True)
+
+
+def _remove(layout: Layout, upload_id: str, storage_path: str) -> None:
+    paths = {layout.upload_file(upload_id), layout.uploads / f"{upload_id}.stage"}
+    if storage_path.startswith("uploads/"):  # never an original that media owns
+        paths.add(layout.resolve(storage_path))
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _orphans(engine, layout: Layout, locks: UploadLocks, orphan_age: float,  # type: ignore[no-untyped-def]
+             dry_run: bool, report: Report) -> None:
+    cutoff = time.time() - orphan_age
+    candidates: dict[str, list[Path]] = {}
+    for folder in (layout.uploads, layout.locks):
+        for path in folder.iterdir():
+            upload_id = path.name.split(".", 1)[0]
+            if not is_valid_id(upload_id) or not path.is_file():
+                continue
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            candidates.setdefault(upload_id, []).append(path)
+    for upload_id, paths in candidates.items():
+        with Session(engine) as s:
+            upload = s.get(Upload, upload_id)
+        if upload is not None:
+            stale = [p for p in paths if p.name.endswith(".stage")]  # a row, but a left-over stage
+            if not stale:
+                continue
+            paths = stale
+        with locks.try_hold(upload_id) as held:
+            if not held:
+                report.busy += 1
+                continue
+            for path in paths:
+                report.orphans += 1
+                log.info("orphan file %s: %s", path, "would delete" if dry_run else "deleted")
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+        if not dry_run and upload is None:
+            (layout.locks / f"{upload_id}.lock").unlink(missing_ok=True)
