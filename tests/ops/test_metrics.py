@@ -1,0 +1,160 @@
+"""/metrics scraped from real servers while uploads, queues and transcodes change under it."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+from sqlmodel import Session
+
+from models.config import load_settings
+from models.db import init_db, make_engine
+from models.tables import Media, MediaState, utcnow
+from tests.ops.conftest import scrape, value, wait_until
+
+pytestmark = pytest.mark.e2e
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def _patch(url: str, offset: int, body: bytes | Iterator[bytes]) -> httpx.Response:
+    return httpx.patch(url, headers={**OCTET, "Upload-Offset": str(offset)}, content=body, timeout=30)
+
+
+def test_upload_counters_follow_the_uploads(start_server: Callable, redis_server) -> None:
+    server = start_server(redis={"url": redis_server.url})
+    before = scrape(server.origin)
+
+    created = httpx.post(server.url, headers={**TUS, "Upload-Length": "10"}, timeout=10)
+    assert created.status_code == 201
+    url = created.headers["Location"]
+    assert _patch(url, 0, b"abcd").status_code == 204
+    mid = scrape(server.origin)
+    assert value(mid, "tusflow_uploads_created_total") == value(before, "tusflow_uploads_created_total") + 1
+    assert value(mid, "tusflow_upload_bytes_received_total") == value(before, "tusflow_upload_bytes_received_total") + 4
+    assert value(mid, "tusflow_uploads_completed_total") == value(before, "tusflow_uploads_completed_total")
+    assert value(mid, "tusflow_uploads_incomplete") == value(before, "tusflow_uploads_incomplete") + 1
+
+    assert _patch(url, 0, b"abcd").status_code == 409  # wrong offset: a failed PATCH
+    done = _patch(url, 4, b"efghij")
+    assert done.status_code == 204 and 'rel="media"' in done.headers.get("Link", "")
+    # A repeated empty PATCH at the end also carries the media link; it completes nothing.
+    assert _patch(url, 10, b"").status_code == 204
+
+    after = scrape(server.origin)
+    assert value(after, "tusflow_uploads_completed_total") == value(before, "tusflow_uploads_completed_total") + 1
+    # The refused PATCH's body was never read, so it is not counted as received.
+    assert value(after, "tusflow_upload_bytes_received_total") == value(before, "tusflow_upload_bytes_received_total") + 10
+    assert value(after, "tusflow_uploads_failed_total", status="409") == 1
+    assert value(after, "tusflow_upload_patch_duration_seconds_count") == \
+        value(before, "tusflow_upload_patch_duration_seconds_count") + 4
+    assert value(after, "tusflow_upload_patch_duration_seconds_sum") > 0
+    assert value(after, "tusflow_uploads_incomplete") == value(before, "tusflow_uploads_incomplete")
+    assert value(after, "tusflow_media", state="queued") + value(after, "tusflow_media", state="processing") \
+        + value(after, "tusflow_media", state="ready") + value(after, "tusflow_media", state="failed") >= 1
+
+    # Creation With Upload: one POST that brings every byte is created and completed.
+    whole = httpx.post(server.url, headers={**OCTET, "Upload-Length": "3"}, content=b"xyz", timeout=10)
+    assert whole.status_code == 201
+    last = scrape(server.origin)
+    assert value(last, "tusflow_uploads_created_total") == value(after, "tusflow_uploads_created_total") + 1
+    assert value(last, "tusflow_uploads_completed_total") == value(after, "tusflow_uploads_completed_total") + 1
+    assert value(last, "tusflow_upload_bytes_received_total") == value(after, "tusflow_upload_bytes_received_total") + 3
+
+
+def test_active_uploads_and_bytes_move_during_a_patch(start_server: Callable, redis_server) -> None:
+    server = start_server(redis={"url": redis_server.url})
+    url = httpx.post(server.url, headers={**TUS, "Upload-Length": "8"}, timeout=10).headers["Location"]
+    release = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield b"1234"
+        release.wait(20)
+        yield b"5678"
+
+    result: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: result.append(_patch(url, 0, body())))
+    sender.start()
+    try:
+        during = wait_until(lambda: (s := scrape(server.origin)) and
+                            value(s, "tusflow_upload_bytes_received_total") == 4 and s,
+                            timeout=15, what="first half counted while the PATCH is open")
+        assert value(during, "tusflow_uploads_active") == 1
+    finally:
+        release.set()
+        sender.join(30)
+    assert result and result[0].status_code == 204
+    after = scrape(server.origin)
+    assert value(after, "tusflow_uploads_active") == 0
+    assert value(after, "tusflow_upload_bytes_received_total") == 8
+    assert value(after, "tusflow_uploads_completed_total") == 1
+
+
+def test_queue_length_and_jobs_by_state_come_from_redis(start_server: Callable, redis_server) -> None:
+    server = start_server(redis={"url": redis_server.url})
+    from rq import Queue
+    from redis import Redis
+    conn = Redis.from_url(redis_server.url)
+    queue = "tusflow-transcode-webhooks"
+    before = scrape(server.origin)
+    assert value(before, "tusflow_redis_up") == 1
+    q = Queue(queue, connection=conn)
+    q.enqueue("builtins.print", "queued")
+    q.enqueue("builtins.print", "queued")
+    q.enqueue_in(timedelta(hours=1), "builtins.print", "later")
+    after = scrape(server.origin)
+    conn.close()
+    assert value(after, "tusflow_queue_length", queue=queue) == value(before, "tusflow_queue_length", queue=queue) + 2
+    assert value(after, "tusflow_queue_jobs", queue=queue, state="queued") == 2
+    assert value(after, "tusflow_queue_jobs", queue=queue, state="scheduled") == 1
+    assert ("tusflow_queue_length", (("queue", "tusflow-transcode"),)) in after
+
+    redis_server.stop()
+    gone = scrape(server.origin)
+    assert value(gone, "tusflow_redis_up") == 0
+    assert ("tusflow_queue_length", (("queue", queue),)) not in gone, "no stale queue numbers"
+
+
+def test_transcode_histograms_agree_across_processes_and_survive_deletion(
+        start_server: Callable, make_config: Callable) -> None:
+    config = make_config()
+    one, two = start_server(config=config), start_server(config=config)
+    settings = load_settings(config, env={})
+    engine = make_engine(settings)
+    init_db(engine)
+    now = utcnow()
+    with Session(engine) as s:  # what jobs.py leaves behind: a 4 s transcode of 8 s of video, a failure
+        s.add(Media(id="a" * 32, state=MediaState.READY, duration=8.0, started_at=now - timedelta(seconds=4),
+                    finished_at=now))
+        s.add(Media(id="b" * 32, state=MediaState.FAILED, started_at=now - timedelta(seconds=40),
+                    finished_at=now))
+        s.add(Media(id="c" * 32, state=MediaState.PROCESSING, started_at=now))
+        s.commit()
+
+    first = scrape(one.origin)
+    assert value(first, "tusflow_transcode_duration_seconds_count", outcome="ready") == 1
+    assert value(first, "tusflow_transcode_duration_seconds_bucket", outcome="ready", le="5.0") == 1
+    assert value(first, "tusflow_transcode_duration_seconds_bucket", outcome="ready", le="2.0") == 0
+    assert value(first, "tusflow_transcode_duration_seconds_sum", outcome="ready") == pytest.approx(4.0)
+    assert value(first, "tusflow_transcode_duration_seconds_count", outcome="failed") == 1
+    assert value(first, "tusflow_transcode_duration_seconds_bucket", outcome="failed", le="30.0") == 0
+    assert value(first, "tusflow_transcode_realtime_factor_count") == 1
+    assert value(first, "tusflow_transcode_realtime_factor_bucket", le="2.0") == 1
+    assert value(first, "tusflow_transcode_realtime_factor_bucket", le="1.5") == 0
+    assert value(first, "tusflow_transcode_realtime_factor_sum") == pytest.approx(2.0)
+
+    second = scrape(two.origin)  # another process, scraping after the first folded the rows
+    transcode = {k: v for k, v in first.items() if k[0].startswith("tusflow_transcode")}
+    assert transcode and {k: second[k] for k in transcode} == transcode
+    assert scrape(one.origin)["tusflow_transcode_duration_seconds_count", (("outcome", "ready"),)] == 1
+
+    with Session(engine) as s:  # deleting a video does not un-count its transcode
+        row = s.get(Media, "a" * 32)
+        s.delete(row)
+        s.commit()
+    assert value(scrape(two.origin), "tusflow_transcode_duration_seconds_count", outcome="ready") == 1
+    engine.dispose()
