@@ -1,0 +1,404 @@
+"""The RQ job: one media, one attempt, from the original file to a published HLS ladder.
+
+Plain function, plain arguments (``media_id``, ``config_path``), so any RQ worker can run it
+and nothing but ids travels through Redis. Each attempt
+
+1. claims the media (state ``processing``, ``attempts`` + 1) only if ``Media.job_id`` still
+   names this job: a superseded or deleted media makes the job stand down;
+2. probes the original and tightens its own time limit to ``max(timeout_min, duration *
+   timeout_factor)``;
+3. transcodes into ``scratch/<id>.<attempt>`` and publishes with one rename onto
+   ``media/<id>`` (an older ladder is swapped out atomically), so players never see half a
+   ladder, and a killed worker leaves only scratch behind;
+4. records ``ready`` with what was produced, or the failure with a sentence a person can read.
+
+Retries are RQ's: the job is enqueued with ``Retry`` for ``[worker] tries``; a transient error
+is re-raised so RQ schedules the next try with backoff, a rejected input sets the job's
+``retries_left`` to 0 before re-raising so it fails at once. A worker asked to shut down
+(SIGTERM to the horse, see ``tus_server/commands/worker.py``) stops ffmpeg and puts the job
+back at the front of the queue without using up a try.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from rq import Retry, get_current_job
+from rq.timeouts import JobTimeoutException
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col
+
+from models.config import Settings, load_settings
+from models.db import make_engine, session_scope
+from models.layout import Layout
+from models.tables import Media, MediaState, utcnow
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
+from transcoder.logs import event
+from transcoder.queue import default_job_id
+
+log = logging.getLogger("tusflow.jobs")
+
+PROGRESS_EVERY_S = 1.0
+# Requeue after a shutdown without counting a try; RQ counts returned Retry objects separately
+# from exception retries, so this never eats into ``[worker] tries``.
+SHUTDOWN_REQUEUES = 1000
+ORPHAN_EXIT_CODE = 70
+TIMED_OUT = "The conversion took longer than allowed and was stopped."
+UNEXPECTED = "The server hit an unexpected error while converting this video ({})."
+
+
+def transcode_media(media_id: str, config_path: str | None = None) -> Any:
+    """RQ entry point. ``config_path`` rather than Settings, so the worker's own environment
+    (``TUSFLOW_*`` overrides) applies when the job runs."""
+    settings = load_settings(config_path or None)
+    engine = make_engine(settings)
+    try:
+        return Attempt(settings, engine, media_id).run()
+    finally:
+        engine.dispose()
+
+
+class StopFlag:
+    """Why this attempt should stop early, if it should: checked by the pipeline each second."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.parent = os.getppid()
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def should_stop(self) -> bool:
+        if self.reason is None and os.getppid() != self.parent:
+            self.reason = "orphaned"  # our worker died; its abandoned job will be re-run
+        return self.reason is not None
+
+
+class Attempt:
+    def __init__(self, settings: Settings, engine: Engine, media_id: str):
+        self.settings = settings
+        self.engine = engine
+        self.media_id = media_id
+        self.layout = Layout(settings.data_dir)
+        self.rq_job = get_current_job()
+        self.job_id = self.rq_job.id if self.rq_job is not None else None
+        self.stop = StopFlag()
+        self.attempt = 0
+        self._last_progress = float("-inf")
+
+    # ------------------------------------------------------------------------------ flow
+    def run(self) -> Any:
+        media = self._claim()
+        if media is None:
+            return {"media": self.media_id, "skipped": True}
+        event(log, "transcode.start", self.media_id, job=self.job_id, attempt=self.attempt)
+        scratch = self.layout.scratch / f"{self.media_id}.{self.attempt}"
+        restore_signal = self._on_sigterm(lambda: self.stop.request("shutdown"))
+        started = time.monotonic()
+        try:
+            source = self._source(media)
+            from transcoder.pipeline import transcode
+            from transcoder.probe import probe
+            cfg = self.settings.transcode
+            info = probe(source, cfg)
+            budget = max(float(cfg.timeout_min), info.duration * cfg.timeout_factor)
+            _tighten_rq_timeout(budget + 60)
+            event(log, "transcode.probed", self.media_id, duration=info.duration,
+                  container=info.container, timeout=round(budget))
+            self._clear_scratch()
+            scratch.mkdir(parents=True)
+            result = transcode(source, scratch, cfg, on_progress=self._progress, timeout=budget,
+                               should_stop=self.stop.should_stop)
+            if self.stop.reason is not None:  # asked to stop after ffmpeg had finished
+                raise TranscodeCancelled("The conversion was stopped before it finished.")
+            if not self._still_current():
+                return self._stood_down()
+            publish_dir(scratch, self.layout.media_dir(self.media_id), self.layout.scratch)
+            self._mark_ready(result)
+            event(log, "transcode.ready", self.media_id, job=self.job_id, attempt=self.attempt,
+                  seconds=round(time.monotonic() - started, 2), duration=result.duration,
+                  renditions=len(result.renditions))
+            return {"media": self.media_id, "duration": result.duration,
+                    "renditions": [r.get("name") for r in result.renditions]}
+        except TranscodeCancelled as exc:
+            if self.stop.reason == "shutdown":
+                return self._requeue_for_shutdown()
+            if self.stop.reason == "cancelled":
+                return self._stood_down()
+            if self.stop.reason == "orphaned":
+                self._orphaned()
+            self._failed(exc.reason, permanent=False, detail=exc.detail)
+            raise
+        except TranscodeError as exc:
+            self._failed(exc.reason, permanent=exc.permanent, detail=exc.detail)
+            raise
+        except JobTimeoutException as exc:
+            self._failed(TIMED_OUT, permanent=False, detail=str(exc))
+            raise
+        except Exception as exc:
+            self._failed(UNEXPECTED.format(type(exc).__name__), permanent=False,
+                         detail=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            restore_signal()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------ database
+    def _claim(self) -> Media | None:
+        """Mark processing and count the try, only if this job is still the media's job."""
+        with Session(self.engine) as session:
+            media = session.get(Media, self.media_id)
+        if media is None:
+            event(log, "transcode.skipped", self.media_id, job=self.job_id, why="media deleted")
+            return None
+        if self.job_id is None:  # called directly, outside RQ
+            self.job_id = media.job_id or default_job_id(self.media_id)
+        if media.job_id not in (None, self.job_id):
+            event(log, "transcode.skipped", self.media_id, job=self.job_id,
+                  why=f"superseded by {media.job_id}")
+            return None
+        if media.state == MediaState.READY:
+            event(log, "transcode.skipped", self.media_id, job=self.job_id, why="already ready")
+            return None
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            claimed = session.exec(  # type: ignore[call-overload]
+                update(Media)
+                .where(col(Media.id) == self.media_id, col(Media.state) != MediaState.READY,
+                       (col(Media.job_id).is_(None)) | (col(Media.job_id) == self.job_id))
+                .values(state=MediaState.PROCESSING, attempts=Media.attempts + 1, job_id=self.job_id,
+                        progress=0.0, eta_seconds=None, error=None, started_at=now,
+                        finished_at=None, updated_at=now))
+            if claimed.rowcount != 1:
+                return None
+            media = session.get(Media, self.media_id, populate_existing=True)
+        assert media is not None
+        self.attempt = media.attempts
+        return media
+
+    def _guarded(self, **values: Any) -> int:
+        """Update our media row only while this job is still its job; returns rows changed."""
+        with session_scope(self.engine) as session:
+            result = session.exec(  # type: ignore[call-overload]
+                update(Media)
+                .where(col(Media.id) == self.media_id, col(Media.job_id) == self.job_id)
+                .values(updated_at=utcnow(), **values))
+            return result.rowcount
+
+    def _still_current(self) -> bool:
+        with Session(self.engine) as session:
+            media = session.get(Media, self.media_id)
+        return media is not None and media.job_id == self.job_id
+
+    def _progress(self, percent: float, eta: float | None) -> None:
+        """Called by the pipeline; one database write a second at most, never raises."""
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S and percent < 100.0:
+            return
+        self._last_progress = now
+        try:
+            changed = self._guarded(progress=round(min(max(percent, 0.0), 100.0), 1),
+                                    eta_seconds=None if eta is None else round(max(eta, 0.0), 1))
+        except SQLAlchemyError as exc:
+            event(log, "progress.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
+            return
+        if changed == 0:  # deleted, or retried as a new generation: stop wasting the CPU
+            self.stop.request("cancelled")
+
+    def _mark_ready(self, result: Any) -> None:
+        import json
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            changed = session.exec(  # type: ignore[call-overload]
+                update(Media)
+                .where(col(Media.id) == self.media_id, col(Media.job_id) == self.job_id)
+                .values(state=MediaState.READY, progress=100.0, eta_seconds=0.0, error=None,
+                        duration=result.duration, width=result.width, height=result.height,
+                        renditions_json=json.dumps(result.renditions),
+                        has_poster=bool(result.poster), has_storyboard=bool(result.storyboard),
+                        finished_at=now, updated_at=now)).rowcount
+            ids = _announce(session, self.settings, "media.ready", self.media_id) if changed else []
+        if changed:
+            _announce_after_commit(self.settings, self.engine, ids)
+            return
+        # Deleted while we published: take our output down again. Superseded: leave it, the
+        # newer generation replaces it atomically when it publishes.
+        with Session(self.engine) as session:
+            gone = session.get(Media, self.media_id) is None
+        if gone:
+            shutil.rmtree(self.layout.media_dir(self.media_id), ignore_errors=True)
+        self._stood_down()
+
+    def _failed(self, reason: str, *, permanent: bool, detail: str = "") -> None:
+        """Record the failure; RQ decides the retry from ``retries_left`` when we re-raise."""
+        job = self.rq_job
+        if permanent and job is not None:
+            job.retries_left = 0  # the same Job object the worker's failure handler reads
+        retrying = bool(job is not None and job.retries_left and job.retries_left > 0)
+        now = utcnow()
+        values: dict[str, Any] = dict(progress=0.0, eta_seconds=None, error=reason[:1000])
+        if retrying:
+            values.update(state=MediaState.QUEUED)
+        else:
+            values.update(state=MediaState.FAILED, finished_at=now)
+        ids: list[str] = []
+        try:
+            with session_scope(self.engine) as session:
+                changed = session.exec(  # type: ignore[call-overload]
+                    update(Media)
+                    .where(col(Media.id) == self.media_id, col(Media.job_id) == self.job_id)
+                    .values(updated_at=now, **values)).rowcount
+                if changed and not retrying:
+                    ids = _announce(session, self.settings, "media.failed", self.media_id)
+        except SQLAlchemyError as exc:  # the reconciler copies RQ's verdict later
+            event(log, "failure.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
+        _announce_after_commit(self.settings, self.engine, ids)
+        event(log, "transcode.retrying" if retrying else "transcode.failed", self.media_id,
+              level=logging.WARNING, job=self.job_id, attempt=self.attempt, permanent=permanent,
+              reason=reason, retries_left=job.retries_left if job is not None else None,
+              detail=detail[-600:] if detail else None)
+
+    def _requeue_for_shutdown(self) -> Any:
+        """Worker shutting down: give the try back and go to the front of the queue."""
+        self._guarded(state=MediaState.QUEUED, attempts=Media.attempts - 1, progress=0.0,
+                      eta_seconds=None, started_at=None)
+        event(log, "transcode.requeued", self.media_id, job=self.job_id, why="worker shutdown")
+        if self.rq_job is None:
+            return {"media": self.media_id, "requeued": True}
+        return Retry(max=SHUTDOWN_REQUEUES, interval=0, enqueue_at_front=True)
+
+    def _stood_down(self) -> Any:
+        event(log, "transcode.stood_down", self.media_id, job=self.job_id,
+              why="media deleted or transcoded again as a newer job")
+        return {"media": self.media_id, "skipped": True}
+
+    def _orphaned(self) -> None:
+        """Our worker died under us. Leave the job STARTED: the reconciler sees the dead
+        worker and lets RQ retry it; finishing RQ's bookkeeping here would contradict that."""
+        event(log, "transcode.orphaned", self.media_id, level=logging.WARNING, job=self.job_id)
+        shutil.rmtree(self.layout.scratch / f"{self.media_id}.{self.attempt}", ignore_errors=True)
+        logging.shutdown()
+        os._exit(ORPHAN_EXIT_CODE)
+
+    # ------------------------------------------------------------------------------ files
+    def _source(self, media: Media) -> Path:
+        """The original; finishes an interrupted finalize (crash between commit and rename)."""
+        path = self.layout.resolve(media.source_path) if media.source_path else \
+            self.layout.original_file(self.media_id)
+        if not path.exists() and self.layout.upload_file(self.media_id).exists():
+            self.layout.finalize(self.media_id)
+            path = self.layout.original_file(self.media_id)
+        if not path.exists():
+            raise InputRejected("The uploaded file is no longer on the server.")
+        return path
+
+    def _clear_scratch(self) -> None:
+        """Earlier attempts of this media that died before cleaning up after themselves."""
+        for leftover in self.layout.scratch.glob(f"{self.media_id}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    @staticmethod
+    def _on_sigterm(callback: Callable[[], None]) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda signum, frame: callback())
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _tighten_rq_timeout(seconds: float) -> None:
+    """Bring RQ's death penalty (a SIGALRM the horse armed with the enqueue-time outer bound)
+    down to the limit that the probed duration allows, so a hang outside ffmpeg is caught
+    too. Only when RQ's alarm handler is the one installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGALRM)
+    owner = getattr(handler, "__self__", None)
+    if owner is None or type(owner).__module__ != "rq.timeouts":
+        return
+    remaining = signal.alarm(0)
+    signal.alarm(max(1, min(int(seconds), remaining) if remaining else int(seconds)))
+
+
+# ---------------------------------------------------------------------------------- publishing
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False when unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def publish_dir(staged: Path, target: Path, trash: Path) -> None:
+    """Make the complete directory ``staged`` visible as ``target`` in one step.
+
+    A first publish is a rename. Replacing an older ladder swaps the two directories in one
+    renameat2 call, so ``target`` is never missing nor mixed; where the kernel lacks it, two
+    renames leave a moment without ``target`` but never a half-written one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staged, target)  # replaces nothing or an empty directory
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if _exchange(staged, target):
+        shutil.rmtree(staged, ignore_errors=True)  # now holds the older ladder
+        return
+    old = trash / f"{target.name}.replaced.{uuid.uuid4().hex[:8]}"
+    os.rename(target, old)
+    os.rename(staged, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------- webhooks
+def _announce(session: Session, settings: Settings, name: str, media_id: str) -> list[str]:
+    """Record a media.* webhook in the transaction that makes it true (when webhooks exist)."""
+    try:
+        from transcoder import notify
+    except ImportError:
+        return []
+    media = session.get(Media, media_id, populate_existing=True)
+    if media is None or not notify.wanted(settings, name):
+        return []
+    return notify.record(session, settings, name, notify.media_data(media), subject=media_id)
+
+
+def _announce_after_commit(settings: Settings, engine: Engine, ids: list[str]) -> None:
+    if not ids:
+        return
+    try:
+        from transcoder import notify
+        notify.enqueue(settings, engine, ids)
+    except Exception as exc:  # never fail a transcode over a webhook; the sweep retries
+        log.warning("event=webhook.enqueue_failed error=%s", exc)
+
+
+__all__ = ["FfmpegFailed", "InputRejected", "publish_dir", "transcode_media"]

@@ -1,0 +1,266 @@
+"""Putting transcoding jobs on the RQ queue, exactly once per media and generation.
+
+The database is the source of truth; Redis only carries work. A Media row in state ``queued``
+with ``enqueued_at`` empty is the durable intent to transcode, written in the same transaction
+that completes the upload. ``enqueue_transcode`` turns the intent into an RQ job and stamps
+``enqueued_at``; when Redis is down the stamp stays empty and ``transcoder.reconcile`` tries
+again later.
+
+Job ids are derived from the media id (``transcode-<id>``), and RQ's ``unique=True`` enqueue is
+an atomic check-and-push in Redis, so a completion handled twice, a reconciler racing the
+server, or two reconcilers racing each other still leave one job. A deliberate new run
+(``retry_media``, or a job Redis lost) moves the media to the next *generation*,
+``transcode-<id>-2``, ``-3``...: the old job, if it still runs somewhere, finds ``Media.job_id``
+no longer names it and stands down, and it can never overwrite the new job's Redis hash.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Iterable
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import func, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+
+from models.config import Settings
+from models.db import session_scope
+from models.tables import Media, MediaState, utcnow
+from transcoder.logs import event
+from transcoder.redis_conn import connect
+
+log = logging.getLogger("tusflow.queue")
+
+JOB_FUNC = "transcoder.jobs.transcode_media"
+JOB_PREFIX = "transcode-"
+# How long RQ keeps a finished job (``tusflow jobs status`` shows recent ones).
+RESULT_TTL = 24 * 3600
+# Outer bound only: the job tightens its own limit to the probed duration (see jobs.py), but
+# RQ's worker fixes the limit when the job is enqueued, before anyone knows the duration.
+TIMEOUT_MARGIN = 600
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+                   JobStatus.CREATED)
+ENDED_STATUSES = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+class MediaNotFound(LookupError):
+    """No Media row with that id."""
+
+
+def default_job_id(media_id: str) -> str:
+    return f"{JOB_PREFIX}{media_id}"
+
+
+def next_job_id(current: str | None, media_id: str) -> str:
+    """The id of the next generation: ``transcode-<id>`` → ``transcode-<id>-2`` → ``-3``."""
+    base = default_job_id(media_id)
+    match = re.fullmatch(re.escape(base) + r"-(\d+)", current or "")
+    return f"{base}-{int(match.group(1)) + 1 if match else 2}"
+
+
+def job_belongs_to(job_id: str, media_id: str) -> bool:
+    base = default_job_id(media_id)
+    return job_id == base or (job_id.startswith(base + "-") and job_id[len(base) + 1:].isdigit())
+
+
+def get_queue(settings: Settings, connection: Redis) -> Queue:
+    return Queue(settings.redis.queue, connection=connection)
+
+
+def retry_policy(settings: Settings, attempts_used: int = 0) -> Retry | None:
+    """RQ Retry for the tries left: ``[worker] tries`` in all, waiting ``retry_backoff``."""
+    retries = max(0, settings.worker.tries - max(0, attempts_used) - 1)
+    if retries == 0:
+        return None
+    backoff = list(settings.worker.retry_backoff) or [0]
+    # RQ picks interval[len - retries_left]; give it exactly one interval per retry, in order.
+    intervals = (backoff + [backoff[-1]] * retries)[:retries]
+    return Retry(max=retries, interval=intervals)
+
+
+def job_timeout(settings: Settings) -> int:
+    cfg = settings.transcode
+    return int(max(cfg.timeout_min, cfg.max_duration * cfg.timeout_factor) + TIMEOUT_MARGIN)
+
+
+def _config_arg(settings: Settings) -> str | None:
+    return str(settings.config_path) if settings.config_path else None
+
+
+class _Conn:
+    """Use the caller's Redis client, or open (and close) our own."""
+
+    def __init__(self, settings: Settings, connection: Redis | None):
+        self.own = connection is None
+        self.conn = connection if connection is not None else connect(settings)
+
+    def __enter__(self) -> Redis:
+        return self.conn
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.own:
+            self.conn.close()
+
+
+def enqueue_transcode(settings: Settings, engine: Engine, media_id: str, *,
+                      connection: Redis | None = None) -> bool:
+    """Turn the media's durable intent into an RQ job; True when this call created the job.
+
+    Idempotent: a media that is ready or failed, or whose job is already in Redis, gets no
+    new job. Raises RedisError when Redis cannot be reached (callers on the upload path
+    swallow it; the reconciler enqueues later).
+    """
+    with Session(engine) as session:
+        media = session.get(Media, media_id)
+    if media is None:
+        event(log, "enqueue.skipped", media_id, why="no such media")
+        return False
+    if media.state not in (MediaState.QUEUED, MediaState.PROCESSING):
+        return False
+    job_id = media.job_id or default_job_id(media_id)
+    with _Conn(settings, connection) as conn:
+        queue = get_queue(settings, conn)
+        try:
+            queue.enqueue(JOB_FUNC, media_id, _config_arg(settings), job_id=job_id, unique=True,
+                          retry=retry_policy(settings, media.attempts),
+                          job_timeout=job_timeout(settings), result_ttl=RESULT_TTL,
+                          description=f"transcode media={media_id}")
+            created = True
+        except DuplicateJobError:
+            created = False
+    with engine.begin() as db:
+        db.execute(update(Media)
+                   .where(col(Media.id) == media_id,
+                          or_(col(Media.job_id).is_(None), col(Media.job_id) == job_id))
+                   .values(job_id=job_id, enqueued_at=func.coalesce(Media.enqueued_at, utcnow()),
+                           updated_at=utcnow()))
+    event(log, "job.enqueued" if created else "job.already_enqueued", media_id, job=job_id)
+    return created
+
+
+def _candidate_job_ids(queue: Queue, media_id: str, known: Iterable[str | None]) -> set[str]:
+    """Every job id of this media that Redis may still hold, current generation or not."""
+    ids = {job_id for job_id in known if job_id}
+    ids.add(default_job_id(media_id))
+    listed = list(queue.get_job_ids())
+    listed += queue.scheduled_job_registry.get_job_ids(cleanup=False)
+    listed += queue.started_job_registry.get_job_ids(cleanup=False)
+    listed += queue.failed_job_registry.get_job_ids(cleanup=False)
+    ids.update(job_id for job_id in listed if job_belongs_to(job_id, media_id))
+    return ids
+
+
+def _discard_jobs(conn: Redis, job_ids: Iterable[str]) -> int:
+    """Stop running jobs (the worker kills the horse) and delete the others; returns how many
+    jobs were touched. A stopped job is left for RQ to file as STOPPED: deleting its hash
+    while the worker still finishes its bookkeeping would only recreate a partial one."""
+    touched = 0
+    for job_id in job_ids:
+        try:
+            job = Job.fetch(job_id, connection=conn)
+        except NoSuchJobError:
+            continue
+        touched += 1
+        status = job.get_status(refresh=False)
+        if status == JobStatus.STARTED:
+            try:
+                send_stop_job_command(conn, job_id)
+            except (InvalidJobOperation, NoSuchJobError):
+                pass
+            continue
+        job.delete()
+    return touched
+
+
+def cancel_media(settings: Settings, engine: Engine, media_id: str, *,
+                 connection: Redis | None = None) -> bool:
+    """Take the media's jobs out of Redis (stopping a running one); used by DELETE.
+
+    A media left in the database is marked failed ("Cancelled.") so the reconciler does not
+    enqueue it again. Returns whether any job was found. Raises RedisError when Redis is down;
+    a job that survives that way finds its media gone (or superseded) and stands down.
+    """
+    with session_scope(engine) as session:
+        media = session.get(Media, media_id)
+        known = [media.job_id] if media is not None else []
+        if media is not None and media.state in (MediaState.QUEUED, MediaState.PROCESSING):
+            media.state = MediaState.FAILED
+            media.error = "Cancelled."
+            media.eta_seconds = None
+            media.finished_at = media.updated_at = utcnow()
+    with _Conn(settings, connection) as conn:
+        touched = _discard_jobs(conn, _candidate_job_ids(get_queue(settings, conn), media_id, known))
+    event(log, "job.cancelled", media_id, jobs=touched)
+    return touched > 0
+
+
+def retry_media(settings: Settings, engine: Engine, media_id: str, *,
+                connection: Redis | None = None) -> None:
+    """Transcode again from scratch, whatever the media's state, as a new generation.
+
+    The reset is committed first, so it is durable even when Redis is down (the reconciler
+    enqueues it then) and a still-running old job stands down at its next progress tick.
+    The published output of an earlier run stays visible until the new one replaces it.
+    """
+    with session_scope(engine) as session:
+        media = session.get(Media, media_id)
+        if media is None:
+            raise MediaNotFound(media_id)
+        old_job = media.job_id
+        media.job_id = next_job_id(old_job, media_id)
+        media.state = MediaState.QUEUED
+        media.progress = 0.0
+        media.eta_seconds = None
+        media.error = None
+        media.attempts = 0
+        media.enqueued_at = None
+        media.started_at = media.finished_at = None
+        media.updated_at = utcnow()
+        new_job = media.job_id
+    event(log, "media.retry", media_id, job=new_job, previous=old_job)
+    try:
+        with _Conn(settings, connection) as conn:
+            queue = get_queue(settings, conn)
+            stale = _candidate_job_ids(queue, media_id, [old_job]) - {new_job}
+            _discard_jobs(conn, stale)
+            enqueue_transcode(settings, engine, media_id, connection=conn)
+    except RedisError as exc:
+        event(log, "enqueue.deferred", media_id, level=logging.WARNING, error=str(exc))
+
+
+def queue_position(settings: Settings, media_id: str, *,
+                   connection: Redis | None = None) -> int | None:
+    """1 for the job that starts next, 2 for the one after...; None when the media has no job
+    waiting in the queue (running, waiting for a retry, done, or not in Redis yet)."""
+    with _Conn(settings, connection) as conn:
+        for index, job_id in enumerate(get_queue(settings, conn).get_job_ids()):
+            if job_belongs_to(job_id, media_id):
+                return index + 1
+    return None
+
+
+def queue_positions(settings: Settings, media_ids: Iterable[str], *,
+                    connection: Redis | None = None) -> dict[str, int | None]:
+    """``queue_position`` for many media with one Redis round trip (list pages)."""
+    wanted = {media_id: None for media_id in media_ids}  # type: dict[str, int | None]
+    if not wanted:
+        return wanted
+    with _Conn(settings, connection) as conn:
+        for index, job_id in enumerate(get_queue(settings, conn).get_job_ids()):
+            rest = job_id[len(JOB_PREFIX):] if job_id.startswith(JOB_PREFIX) else ""
+            media_id = rest.split("-", 1)[0]
+            if media_id in wanted and wanted[media_id] is None and job_belongs_to(job_id, media_id):
+                wanted[media_id] = index + 1
+    return wanted
+
+
+__all__ = ["MediaNotFound", "RedisError", "cancel_media", "default_job_id", "enqueue_transcode",
+           "next_job_id", "queue_position", "queue_positions", "retry_media"]

@@ -1,0 +1,296 @@
+"""Make Redis agree with the database again, so no media waits forever.
+
+Runs in every worker between jobs (``[worker] reconcile_interval``) and is safe to run from
+several processes at once. One pass:
+
+1. **Dead workers.** A job in RQ's StartedJobRegistry whose worker is gone (its Redis key
+   expired, or it lived on this host, its PID no longer exists and it has missed its
+   heartbeats) is handed to RQ's own abandoned-job handling,
+   ``StartedJobRegistry.cleanup``, right away instead of after the heartbeat TTL: RQ retries
+   it (using a try, with backoff) or files it as failed. A dead worker's scheduler lock is
+   released the same way, so the surviving workers can schedule those retries.
+2. **Media rows.** Every ``queued``/``processing`` media is compared with its job:
+   no ``enqueued_at`` → enqueue (the upload completed while Redis was down); job missing from
+   Redis (Redis lost its data) → enqueue again as the next generation; job failed in RQ
+   (worker killed on the last try) → media ``failed``; job waiting for a retry while the media
+   still says ``processing`` (its worker died) → media back to ``queued``.
+
+Every database write is conditional on the values just read, so a job that moves on in the
+meantime is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Sequence
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError, SchedulerNotFound
+from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
+from sqlalchemy import or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from models.config import Settings
+from models.db import session_scope
+from models.tables import Media, MediaState, utcnow
+from transcoder.logs import event, media_from_job_id
+from transcoder.queue import default_job_id, enqueue_transcode, get_queue, next_job_id
+from transcoder.redis_conn import connect
+
+log = logging.getLogger("tusflow.reconcile")
+
+# A worker whose heartbeat is older than this and whose PID is gone is dead. Busy workers
+# heartbeat every job_monitoring_interval (5 s in ``tusflow worker``), idle ones every
+# reconcile_interval; requiring a missed heartbeat as well as a missing PID keeps two
+# containers that share a hostname from declaring each other dead.
+WORKER_STALE_S = 12.0
+SCHEDULER_STALE_S = 5.0  # schedulers heartbeat every second
+BATCH = 500
+
+WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED)
+ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+@dataclass
+class ReconcileReport:
+    enqueued: list[str] = field(default_factory=list)       # intents that had not reached Redis
+    reenqueued: list[str] = field(default_factory=list)     # jobs Redis had lost
+    abandoned: list[str] = field(default_factory=list)      # jobs of dead workers handed to RQ
+    released_schedulers: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)       # media back to queued
+    failed: list[str] = field(default_factory=list)         # media marked failed
+
+    def __bool__(self) -> bool:
+        return any((self.enqueued, self.reenqueued, self.abandoned, self.released_schedulers,
+                    self.requeued, self.failed))
+
+
+def reconcile(settings: Settings, engine: Engine, connection: Redis | None = None, *,
+              queues: Sequence[str] = ()) -> ReconcileReport:
+    """One pass; ``queues`` are extra queue names whose dead workers/schedulers to clear."""
+    own = connection is None
+    conn = connection if connection is not None else connect(settings)
+    report = ReconcileReport()
+    try:
+        names = list(dict.fromkeys([settings.redis.queue, *queues]))
+        for name in names:
+            queue = Queue(name, connection=conn)
+            recover_abandoned(queue, report)
+            release_dead_scheduler(queue, report)
+        sync_media(settings, engine, conn, report)
+    finally:
+        if own:
+            conn.close()
+    if report:
+        event(log, "reconcile.done", None, enqueued=len(report.enqueued),
+              reenqueued=len(report.reenqueued), abandoned=len(report.abandoned),
+              requeued=len(report.requeued), failed=len(report.failed),
+              schedulers=len(report.released_schedulers))
+    return report
+
+
+# ---------------------------------------------------------------------------------- liveness
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _older_than(moment: datetime | None, seconds: float) -> bool:
+    if moment is None:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) - moment > timedelta(seconds=seconds)
+
+
+def worker_is_dead(conn: Redis, worker_name: str | None) -> bool:
+    if not worker_name:
+        return False
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + worker_name, connection=conn)
+    if worker is None:
+        return True  # its key expired: no heartbeat for worker_ttl seconds
+    if worker.hostname != socket.gethostname() or not worker.pid:
+        return False  # another machine: RQ's heartbeat expiry will catch it
+    return not pid_alive(worker.pid) and _older_than(worker.last_heartbeat, WORKER_STALE_S)
+
+
+def recover_abandoned(queue: Queue, report: ReconcileReport) -> None:
+    """Hand jobs of dead workers to RQ's abandoned-job handling now rather than later."""
+    registry = queue.started_job_registry
+    conn = queue.connection
+    dead: list[tuple[str, str, str | None]] = []
+    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+        try:
+            job = Job.fetch(job_id, connection=conn)
+        except NoSuchJobError:
+            continue
+        if worker_is_dead(conn, job.worker_name):
+            dead.append((job_id, execution_id, job.worker_name))
+    if not dead or not queue.acquire_maintenance_lock():
+        return  # nothing to do, or another process is cleaning this queue right now
+    try:
+        for job_id, execution_id, _ in dead:
+            # Expire the entry; cleanup() then treats it exactly like a missed heartbeat.
+            conn.zadd(registry.key, {f"{job_id}:{execution_id}": 0}, xx=True)
+        registry.cleanup()
+    finally:
+        queue.release_maintenance_lock()
+    for job_id, _, worker_name in dead:
+        report.abandoned.append(job_id)
+        event(log, "job.abandoned", media_from_job_id(job_id), level=logging.WARNING,
+              job=job_id, worker=worker_name, action="handed to RQ for retry")
+    for worker_name in {name for _, _, name in dead if name}:
+        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + worker_name,
+                                    connection=conn)
+        if worker is not None:
+            worker.register_death()  # so `tusflow jobs status` stops listing it
+
+
+def release_dead_scheduler(queue: Queue, report: ReconcileReport) -> None:
+    """A SIGKILLed worker's scheduler keeps its lock for 61 s, and with it every retry
+    waiting for its backoff; free it when its process is provably gone."""
+    conn = queue.connection
+    lock_key = RQScheduler.get_locking_key(queue.name)
+    owner = conn.get(lock_key)
+    if not owner:
+        return
+    name = owner.decode() if isinstance(owner, bytes) else str(owner)
+    try:
+        scheduler = RQScheduler.fetch(name, conn)
+    except SchedulerNotFound:
+        return
+    if scheduler.hostname != socket.gethostname() or not scheduler.pid:
+        return
+    if pid_alive(scheduler.pid) or not _older_than(scheduler.last_heartbeat, SCHEDULER_STALE_S):
+        return
+    if release_lock(conn, lock_key, name):
+        report.released_schedulers.append(name)
+        event(log, "scheduler.released", None, queue=queue.name, scheduler=name,
+              pid=scheduler.pid)
+
+
+# ---------------------------------------------------------------------------------- media
+def _job_status(conn: Redis, job_id: str) -> JobStatus | None:
+    try:
+        return Job.fetch(job_id, connection=conn).get_status(refresh=False)
+    except NoSuchJobError:
+        return None
+
+
+def _failure_reason(conn: Redis, job_id: str, status: JobStatus) -> str:
+    if status == JobStatus.STOPPED:
+        return "The conversion was stopped."
+    if status == JobStatus.CANCELED:
+        return "Cancelled."
+    try:
+        text = Job.fetch(job_id, connection=conn).exc_info or ""
+    except NoSuchJobError:
+        text = ""
+    if "AbandonedJobError" in text or "Work-horse terminated" in text or not text:
+        return "The worker converting this video stopped unexpectedly, on every try."
+    return "The conversion failed."
+
+
+def sync_media(settings: Settings, engine: Engine, conn: Redis, report: ReconcileReport) -> None:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Media.id, Media.state, Media.job_id, Media.enqueued_at, Media.started_at)
+            .where(col(Media.state).in_((MediaState.QUEUED, MediaState.PROCESSING)))
+            .order_by(col(Media.created_at)).limit(BATCH)).all()
+    queue = get_queue(settings, conn)
+    for media_id, state, job_id, enqueued_at, started_at in rows:
+        try:
+            _sync_one(settings, engine, conn, queue, report, media_id, state,
+                      job_id or default_job_id(media_id), enqueued_at, started_at)
+        except RedisError:
+            raise
+        except Exception:  # one odd row must not stop the others
+            log.exception("event=reconcile.media_error media=%s", media_id)
+
+
+def _sync_one(settings: Settings, engine: Engine, conn: Redis, queue: Queue,
+              report: ReconcileReport, media_id: str, state: str, job_id: str,
+              enqueued_at: datetime | None, started_at: datetime | None) -> None:
+    if enqueued_at is None:
+        if enqueue_transcode(settings, engine, media_id, connection=conn):
+            report.enqueued.append(media_id)
+        return
+    status = _job_status(conn, job_id)
+    if status in (JobStatus.STARTED,) or (status in WAITING and state == MediaState.QUEUED):
+        return  # the normal cases
+    if status is None or status == JobStatus.FINISHED:
+        # Redis lost the job (restart without persistence, flushed) or it ended without
+        # finishing the media. Move to the next generation so a straggler of the old one can
+        # never collide with the new job, then enqueue.
+        new_id = next_job_id(job_id, media_id)
+        with session_scope(engine) as session:
+            changed = session.exec(  # type: ignore[call-overload]
+                update(Media).where(col(Media.id) == media_id,
+                                    or_(col(Media.job_id) == job_id, col(Media.job_id).is_(None)),
+                                    col(Media.enqueued_at) == enqueued_at,
+                                    col(Media.state).in_((MediaState.QUEUED, MediaState.PROCESSING)))
+                .values(job_id=new_id, enqueued_at=None, state=MediaState.QUEUED, progress=0.0,
+                        eta_seconds=None, updated_at=utcnow())).rowcount
+        if changed:
+            event(log, "job.lost", media_id, level=logging.WARNING, job=job_id, new_job=new_id)
+            enqueue_transcode(settings, engine, media_id, connection=conn)
+            report.reenqueued.append(media_id)
+        return
+    if status in ENDED_BADLY:
+        reason = _failure_reason(conn, job_id, status)
+        now = utcnow()
+        with session_scope(engine) as session:
+            media = session.get(Media, media_id)
+            if media is None or media.job_id not in (job_id, None) or \
+                    media.state not in (MediaState.QUEUED, MediaState.PROCESSING):
+                return
+            media.state = MediaState.FAILED
+            media.error = media.error or reason
+            media.eta_seconds = None
+            media.finished_at = media.updated_at = now
+            ids = _announce_failed(session, settings, media_id)
+        _after_commit(settings, engine, ids)
+        report.failed.append(media_id)
+        event(log, "media.failed", media_id, level=logging.WARNING, job=job_id,
+              job_status=status.value, reason=media.error)
+        return
+    if status in WAITING and state == MediaState.PROCESSING:
+        # Its worker died; RQ put the job back for another try. Read again so a worker that
+        # picked it up in the meantime is not overwritten.
+        if _job_status(conn, job_id) not in WAITING:
+            return
+        with session_scope(engine) as session:
+            changed = session.exec(  # type: ignore[call-overload]
+                update(Media).where(col(Media.id) == media_id, col(Media.job_id) == job_id,
+                                    col(Media.state) == MediaState.PROCESSING,
+                                    col(Media.started_at) == started_at)
+                .values(state=MediaState.QUEUED, progress=0.0, eta_seconds=None,
+                        updated_at=utcnow())).rowcount
+        if changed:
+            report.requeued.append(media_id)
+            event(log, "media.requeued", media_id, job=job_id, job_status=status.value,
+                  why="its worker stopped; RQ retries the job")
+
+
+def _announce_failed(session: Session, settings: Settings, media_id: str) -> list[str]:
+    from transcoder.jobs import _announce
+    return _announce(session, settings, "media.failed", media_id)
+
+
+def _after_commit(settings: Settings, engine: Engine, ids: list[str]) -> None:
+    from transcoder.jobs import _announce_after_commit
+    _announce_after_commit(settings, engine, ids)
