@@ -78,18 +78,9 @@ def migrate(settings: Settings, revision: str = "head") -> tuple[str | None, str
     from models.migrations import ensure_schema, upgrade
     engine = make_engine(settings)
     try:
-        if revision == "head":
-            before = _current(engine)
-            ensure_schema(engine)
-            return before, _current(engine)
-        return upgrade(engine, revision)
+        return ensure_schema(engine) if revision == "head" else upgrade(engine, revision)
     finally:
         engine.dispose()
-
-
-def _current(engine: Engine) -> str | None:
-    from models.migrations import current_revision
-    return current_revision(engine)
 
 
 @contextmanager

@@ -13,11 +13,28 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-# Every timestamp is an aware UTC datetime. PostgreSQL stores it as timestamptz so it keeps the
-# instant whatever the session time zone; SQLite has no such type and gives back naive UTC.
-Timestamp = DateTime(timezone=True)
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL, so the instant survives any session time zone. SQLite stores
+    the wall time it is given and drops the zone, so aware values (columns and query
+    parameters alike) become UTC first; SQLite then gives back naive UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(timezone.utc)
+        return value
+
+
+# Every timestamp column uses this (``sa_type=Timestamp``); migrations render it as
+# ``sa.DateTime(timezone=True)``.
+Timestamp = UTCDateTime()
 
 
 def utcnow() -> datetime:

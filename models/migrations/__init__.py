@@ -185,15 +185,16 @@ def missing_from_database(engine: Engine) -> list[str]:
     return missing
 
 
-def ensure_schema(engine: Engine) -> None:
+def ensure_schema(engine: Engine) -> tuple[str | None, str | None]:
     """Upgrade to head and refuse to go on when the models need tables or columns that no
-    migration creates, naming the fix."""
-    upgrade(engine)
+    migration creates, naming the fix. Returns (revision before, revision after)."""
+    revisions = upgrade(engine)
     missing = missing_from_database(engine)
     if missing:
         raise SchemaError(f"models/ use {', '.join(missing)} but no migration creates them; "
                           "write one: tusflow migrate --autogenerate \"what changed\" "
                           "(see models/migrations/__init__.py)")
+    return revisions
 
 
 def next_revision_id() -> str:
