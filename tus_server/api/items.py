@@ -64,7 +64,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise CursorError("cursor is not valid") from exc
     if not isinstance(item_id, str) or not is_media_id(item_id):
         raise CursorError("cursor is not valid")
-    return _naive(parsed), item_id
+    # aware UTC: the column type stores it right on SQLite and PostgreSQL alike
+    return _naive(parsed).replace(tzinfo=timezone.utc), item_id
 
 
 def _naive(value: datetime) -> datetime:
