@@ -65,6 +65,18 @@ class NoCompletion:
 Authorizer = Callable[[Request, Upload | None], Awaitable[str | None]]
 
 
+class AccessGuard(Protocol):
+    """The seam where auth attaches (``tus_server.auth.tus_guard``): who may touch an upload,
+    and whether an upload may be created (size, quota, platform hook; may set metadata)."""
+
+    def check_owner(self, request: Request, upload: Upload) -> None: ...
+
+    async def admit(self, request: Request, length: int | None, metadata: H.Metadata,
+                    concat: str | None) -> H.Metadata: ...
+
+    async def declare_length(self, request: Request, upload: Upload, length: int) -> None: ...
+
+
 @dataclass
 class TusContext:
     settings: Settings
@@ -72,6 +84,7 @@ class TusContext:
     store: FileStore
     locks: UploadLocks
     completion: CompletionListener
+    guard: AccessGuard | None = None
 
 
 class TusHandler:
@@ -162,10 +175,14 @@ class TusHandler:
         return {"Upload-Expires": format_datetime(_aware(upload.expires_at), usegmt=True)}
 
     # ------------------------------------------------------------------ shared checks
-    async def _load(self, upload_id: str) -> Upload:
+    async def _load(self, upload_id: str, request: Request | None = None) -> Upload:
+        """With the request, also the owner check (404 for others), before the expiry check so
+        a non-owner cannot even learn that an expired upload existed."""
         upload = await self.ctx.repo.get(upload_id)
         if upload is None:
             raise E.ERR_NOT_FOUND()
+        if request is not None and self.ctx.guard is not None:
+            self.ctx.guard.check_owner(request, upload)
         if is_expired(upload):
             raise E.ERR_GONE()
         return upload
@@ -241,6 +258,8 @@ class TusHandler:
         content_length = self._content_length(h)
         if with_body and content_length is not None and content_length > self._end(length):
             raise E.ERR_SIZE_EXCEEDED(f"body of {content_length} bytes is longer than the upload")
+        if self.ctx.guard is not None:
+            metadata = await self.ctx.guard.admit(request, length, metadata, "partial" if concat else None)
 
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
@@ -284,6 +303,8 @@ class TusHandler:
             part = rows.get(part_id)
             if part is None:
                 raise E.ERR_NOT_FOUND(f"partial upload {part_id} not found")
+            if self.ctx.guard is not None:
+                self.ctx.guard.check_owner(request, part)
             if part.concat != "partial":
                 raise E.ERR_NOT_PARTIAL(f"upload {part_id} is not a partial upload")
             if is_expired(part):
@@ -295,6 +316,8 @@ class TusHandler:
         stray = request.headers.get("upload-length")
         if stray is not None and H.parse_uint(stray, E.ERR_INVALID_LENGTH) != total:
             raise E.ERR_FINAL_LENGTH()
+        if self.ctx.guard is not None:
+            metadata = await self.ctx.guard.admit(request, total, metadata, "final")
 
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
@@ -321,7 +344,7 @@ class TusHandler:
 
     # ------------------------------------------------------------------ HEAD
     async def head(self, request: Request, upload_id: str) -> Response:
-        upload = await self._load(upload_id)
+        upload = await self._load(upload_id, request)
         if not upload.is_complete:
             # Taking the lock asks a dead or stalled PATCH to save and stop, so the offset
             # answered here is the one the data backs (T92/T93).
@@ -351,7 +374,7 @@ class TusHandler:
         new_length = H.parse_uint(declared, E.ERR_INVALID_LENGTH) if declared is not None else None
         checksum = H.parse_checksum(h.get("upload-checksum"))
         content_length = self._content_length(h)
-        await self._load(upload_id)
+        await self._load(upload_id, request)
         async with self.ctx.locks.hold(upload_id) as lock:
             upload = await self._reconcile(await self._load(upload_id))
             if _is_final(upload):
@@ -361,6 +384,8 @@ class TusHandler:
                     f"Upload-Offset {offset} does not match the current offset {upload.offset}")
             if new_length is not None:
                 self._check_declared(upload, new_length)
+                if upload.length is None and self.ctx.guard is not None:
+                    await self.ctx.guard.declare_length(request, upload, new_length)
             if upload.is_complete:
                 return await self._patch_complete(upload, receive, content_length)
             room = self._end(new_length if upload.length is None else upload.length) - upload.offset
@@ -481,7 +506,7 @@ class TusHandler:
 
     # ------------------------------------------------------------------ DELETE
     async def delete(self, request: Request, upload_id: str) -> Response:
-        await self._load(upload_id)
+        await self._load(upload_id, request)
         async with self.ctx.locks.hold(upload_id):  # stops an in-flight PATCH first
             upload = await self._load(upload_id)
             store = self.ctx.store
@@ -497,7 +522,7 @@ class TusHandler:
 
     # ------------------------------------------------------------------ GET (download)
     async def get(self, request: Request, upload_id: str) -> Response:
-        upload = await self._load(upload_id)
+        upload = await self._load(upload_id, request)
         if not upload.is_complete:
             raise E.ERR_NOT_COMPLETE()
         path = self.ctx.store.layout.resolve(upload.storage_path)
