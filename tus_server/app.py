@@ -18,10 +18,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount
 
 from models.config import Settings, load_settings
+from tus_server.auth import setup as auth_setup
 from tus_server.context import AppContext
 from tus_server.metrics import Metrics
 from tus_server.publish import Publisher
-from tus_server.tus.handlers import TusContext, TusHandler
+from tus_server.tus.handlers import AccessGuard, TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks
 from tus_server.tus.repo import UploadRepo
 from tus_server.tus.store import FileStore
@@ -38,15 +39,16 @@ TUS_RESPONSE_HEADERS = [
     "Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata",
     "Upload-Concat", "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Extension",
     "Tus-Max-Size", "Tus-Checksum-Algorithm", "Link", "Content-Range", "Content-Length",
+    "WWW-Authenticate",
 ]
 
 
-def tus_handler(ctx: AppContext) -> TusHandler:
+def tus_handler(ctx: AppContext, guard: AccessGuard | None = None) -> TusHandler:
     s = ctx.settings
     store = FileStore(ctx.layout, s.storage.fsync, ctx.executor)
     return TusHandler(TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration),
                                  store=store, locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout),
-                                 completion=Publisher(ctx)))
+                                 completion=Publisher(ctx), guard=guard))
 
 
 def extra_routes(ctx: AppContext) -> list[BaseRoute]:
@@ -68,7 +70,9 @@ def create_app(settings: Settings) -> Starlette:
     ctx = AppContext.build(settings)
     base = settings.server.base_path.rstrip("/")
     metrics = Metrics(ctx)  # measures the tus endpoint from outside, serves /metrics
-    routes: list[BaseRoute] = [Mount(base, app=metrics.instrument(tus_handler(ctx)))]
+    auth = auth_setup.build(settings, ctx.engine)  # who may do what: see tus_server/auth
+    routes: list[BaseRoute] = [Mount(base, app=metrics.instrument(tus_handler(ctx, auth.guard)))]
+    routes.extend(auth.routes)
     routes.extend(extra_routes(ctx))
     routes.extend(metrics.routes())
 
@@ -86,7 +90,8 @@ def create_app(settings: Settings) -> Starlette:
     middleware = [Middleware(CORSMiddleware, allow_origins=list(cors.allow_origins),
                              allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
                              allow_headers=TUS_REQUEST_HEADERS, expose_headers=TUS_RESPONSE_HEADERS,
-                             allow_credentials=cors.allow_credentials, max_age=cors.max_age)]
+                             allow_credentials=cors.allow_credentials, max_age=cors.max_age),
+                  auth.middleware]  # inside CORS, so refusals still carry CORS headers
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.ctx = ctx
     return app
