@@ -1,0 +1,118 @@
+"""``tusflow upload``: bulk, resumable uploads of recordings to a tus endpoint (tuspy-based).
+
+Argument parsing only; the work is in ``tus_server.uploader`` (imported when the command runs,
+so other subcommands do not pay for requests and tuspy at start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = _size(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _size(text: str) -> int:
+    """Bytes, with optional K/M/G suffix (powers of 1024): 65536, 64K, 8M."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    raw = text.strip().lower().removesuffix("b").removesuffix("i")
+    factor = units.get(raw[-1:], 1)
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        return int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upload", help="upload video files to a tus endpoint, resumably",
+        description="Upload files, directories (recursively) and globs to a tus 1.0 endpoint. "
+                    "Running the same command again resumes unfinished files and skips finished ones.",
+        epilog="Exit status: 0 every file made it; 1 some file did not (or, with --wait, some media did "
+               "not become ready); 2 nothing could be done (endpoint, files or state file); 130 interrupted.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or glob patterns")
+    p.add_argument("--endpoint", required=True, metavar="URL",
+                   help="the tus upload collection, e.g. https://host/files/")
+    p.add_argument("--jobs", "-j", type=_positive_int, default=2, metavar="N", help="files in parallel (default 2)")
+    p.add_argument("--chunk-size", type=_positive_int, default=8 * 1024**2, metavar="BYTES",
+                   help="bytes per PATCH request, suffixes K/M/G allowed (default 8M)")
+    p.add_argument("--ext", metavar="LIST",
+                   help="extensions taken from directories and globs, comma-separated "
+                        "(default: mp4,mov,mkv,webm,avi,m4v,mpg,mpeg,ts,flv,wmv,3gp,ogv)")
+    p.add_argument("--title", metavar="T",
+                   help="title metadata; may use {stem}, {name}, {parent} (default: from the file name)")
+    p.add_argument("--state-file", type=Path, metavar="PATH",
+                   help="where upload URLs are kept between runs "
+                        "(default $XDG_STATE_HOME/tusflow/upload-state.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
+    p.add_argument("--wait", action="store_true", help="after uploading, follow the media until ready or failed")
+    p.add_argument("--wait-timeout", type=_seconds, metavar="SECONDS",
+                   help="with --wait, stop waiting after this long (default: no limit)")
+    p.add_argument("--wait-interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
+    p.add_argument("--token", default=os.environ.get("TUSFLOW_TOKEN") or None, metavar="T",
+                   help="bearer token sent on every request (default $TUSFLOW_TOKEN)")
+    p.add_argument("--retries", type=_non_negative_int, default=8, metavar="N",
+                   help="consecutive failed attempts per file before it is given up (default 8)")
+    p.add_argument("--retry-delay", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="first backoff delay, doubled per failure (default 1)")
+    p.add_argument("--retry-max-delay", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="longest single backoff delay (default 60)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="give up on a request when the server is silent this long (default 60)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tus_server.uploader.discovery import parse_extensions
+    from tus_server.uploader.net import Timeouts
+    from tus_server.uploader.retry import RetryPolicy
+    from tus_server.uploader.runner import Run, RunOptions
+    from tus_server.uploader.state import default_state_path
+    from tus_server.uploader.transfer import TransferOptions
+
+    endpoint = args.endpoint
+    if not endpoint.startswith(("http://", "https://")):
+        print(f"tusflow upload: --endpoint must be an http:// or https:// URL, not {args.endpoint!r}",
+              file=sys.stderr)
+        return 2
+    transfer = TransferOptions(
+        chunk_size=args.chunk_size,
+        retry=RetryPolicy(retries=args.retries, base_delay=args.retry_delay,
+                          max_delay=max(args.retry_delay, args.retry_max_delay)),
+        timeouts=Timeouts(connect=min(10.0, args.timeout or 10.0), read=args.timeout or 60.0),
+        title=args.title, token=args.token)
+    options = RunOptions(
+        paths=tuple(args.paths), endpoint=endpoint,
+        state_file=(args.state_file or default_state_path()).expanduser(),
+        extensions=parse_extensions(args.ext), jobs=args.jobs,
+        output="json" if args.json else "auto", wait=args.wait,
+        wait_timeout=args.wait_timeout or None, wait_interval=args.wait_interval, transfer=transfer)
+    return Run(options).execute()
