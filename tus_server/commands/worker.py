@@ -96,6 +96,8 @@ class TranscodeWorker(Worker):
 
     def run_maintenance_tasks(self) -> None:
         """Reconcile every pass; RQ's own registry cleaning only every RQ_MAINTENANCE_S."""
+        if self.stop_signalled:
+            return  # leaving: RQ's maintenance would even restart the scheduler it just stopped
         try:
             reconcile(self.tusflow_settings, self.tusflow_engine, self.connection,
                       queues=self.queue_names())
