@@ -13,6 +13,7 @@ import logging
 import anyio.to_thread
 from sqlmodel import Session
 
+from models.config import Settings
 from models.tables import Media, MediaState, Upload
 from tus_server.context import AppContext
 from tus_server.tus import headers as H
@@ -39,11 +40,13 @@ class Publisher:
                               description=meta.text("description")[:5000], filename=filename[:300],
                               filetype=(meta.text("filetype") or meta.text("type"))[:100],
                               size=upload.length or 0, source_path=original, state=MediaState.QUEUED))
+        _announce(session, self.ctx.settings, "upload.completed", session.get(Upload, upload.id) or upload)
 
     async def after_commit(self, upload: Upload) -> dict[str, str]:
         await anyio.to_thread.run_sync(self.ctx.layout.finalize, upload.id)
         upload.storage_path = self.ctx.layout.relative(self.ctx.layout.original_file(upload.id))
         await anyio.to_thread.run_sync(self._enqueue, upload.id)
+        await anyio.to_thread.run_sync(_announce_after_commit, self.ctx, upload.id)
         return media_link(upload.id)
 
     def _enqueue(self, media_id: str) -> None:
@@ -63,3 +66,23 @@ class Publisher:
 def _title_from(filename: str) -> str:
     stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return stem.replace("_", " ").replace("-", " ").strip()
+
+
+def _announce(session: Session, settings: Settings, event: str, upload: Upload) -> None:
+    """Record the webhook in the completion transaction, so it exists exactly when the
+    completion does (a crash right after the commit cannot lose it)."""
+    try:
+        from transcoder import notify
+    except ImportError:
+        return
+    notify.record(session, settings, event, notify.upload_data(upload), subject=upload.id)
+
+
+def _announce_after_commit(ctx: AppContext, upload_id: str) -> None:
+    """Wake the delivery; on any failure the row waits for the worker's sweep instead of
+    failing an upload that is already complete."""
+    try:
+        from transcoder import notify
+        notify.enqueue_subject(ctx.settings, ctx.engine, upload_id)
+    except Exception as exc:
+        log.warning("upload=%s webhook not enqueued yet: %s", upload_id, exc)

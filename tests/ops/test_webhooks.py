@@ -238,3 +238,35 @@ def test_list_shows_pending_deliveries(webhook_settings: Callable) -> None:
     body = json.loads(_row(engine, ids[0]).payload)
     assert body["id"] == ids[0]
     engine.dispose()
+
+
+# ------------------------------------------------------------------ emitted by the server
+def test_a_finished_upload_is_announced(webhook_settings: Callable, receiver: Receiver,
+                                        start_worker: Callable, start_server: Callable) -> None:
+    import base64
+
+    import httpx
+    settings = webhook_settings(events=["upload.completed"])
+    server = start_server(config=settings.config_path)
+    start_worker(settings)
+    meta = "filename " + base64.b64encode("Lecture 1.mp4".encode()).decode()
+    created = httpx.post(server.url, headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5",
+                                              "Upload-Metadata": meta}, timeout=10)
+    url = created.headers["Location"]
+    upload_id = url.rstrip("/").rsplit("/", 1)[1]
+    done = httpx.patch(url, content=b"hello", timeout=10,
+                       headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+                                "Content-Type": "application/offset+octet-stream"})
+    assert done.status_code == 204
+
+    [got] = receiver.wait_for(lambda rs: len(rs) >= 1)
+    assert got.signature_ok and got.headers["tusflow-event"] == "upload.completed"
+    data = got.json["data"]
+    assert data["upload_id"] == upload_id and data["media_id"] == upload_id
+    assert data["length"] == 5 and data["metadata"] == {"filename": "Lecture 1.mp4"}
+    assert data["completed_at"] is not None
+    # Completing the same upload again (an empty PATCH at the end) announces nothing new.
+    httpx.patch(url, content=b"", timeout=10, headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "5",
+                                                       "Content-Type": "application/offset+octet-stream"})
+    time.sleep(1.0)
+    assert len(receiver.requests) == 1
