@@ -17,6 +17,7 @@ Paths:
 - every OPTIONS (CORS preflight and tus capability discovery), ``/healthz``, ``/readyz`` and
   ``[auth] public_paths`` (static JS/CSS) need nothing; ``/metrics`` needs an admin or service
   token only when ``[auth] protect_metrics`` is on;
+- ``/media/<id>`` (the player page) answers 404 to users who may not see the item;
 - ``/media/<id>/<file>`` (HLS, poster, storyboard): a valid playback signature (``exp``/``sig``)
   opens the item's files for anyone holding the link; otherwise the caller must be allowed to
   see the item (owner or privileged; others get 404). With ``[auth] signed_playback`` on, a
@@ -51,6 +52,7 @@ TUS_VERSION = "1.0.0"
 EXEMPT_PATHS = ("/healthz", "/readyz")
 METRICS_PATH = "/metrics"
 DELIVERY = re.compile(r"^/media/([0-9a-f]{32})/(.+)$")
+PLAYER_PAGE = re.compile(r"^/media/([0-9a-f]{32})/?$")
 SAFE_METHODS = ("GET", "HEAD")
 _PLAYLIST_STRIPPED = (b"accept-encoding", b"if-none-match", b"if-modified-since", b"range", b"if-range")
 _PLAYLIST_DROPPED = (b"content-length", b"etag", b"last-modified", b"cache-control", b"content-encoding",
@@ -102,7 +104,11 @@ class AuthMiddleware:
         delivery = DELIVERY.match(path)
         if delivery:
             return await self._delivery(scope, send, delivery.group(1), path)
-        return _with_principal(scope, self._principal(scope)), send
+        principal = self._principal(scope)
+        player = PLAYER_PAGE.match(path)
+        if player:  # the page shows the title: same rule as the media itself
+            await self._require_owner(principal, player.group(1))
+        return _with_principal(scope, principal), send
 
     # ------------------------------------------------------------------ credentials
     def _credential(self, scope: Scope) -> str | None:
@@ -166,11 +172,16 @@ class AuthMiddleware:
         principal = self._principal(scope)
         if self.options.signed_playback and not principal.authenticated:
             raise E.ERR_PLAYBACK_REQUIRED()
-        if not principal.privileged and self.options.media_owner is not None:
-            exists, owner = await self.options.media_owner(media_id)
-            if exists and not can_access(principal, owner):
-                raise E.ERR_NOT_FOUND("media not found")
+        await self._require_owner(principal, media_id)
         return _with_principal(scope, principal), send
+
+    async def _require_owner(self, principal: Principal, media_id: str) -> None:
+        """404 for other users' items; unknown ids go on to the app, which has its own 404."""
+        if principal.privileged or self.options.media_owner is None:
+            return
+        exists, owner = await self.options.media_owner(media_id)
+        if exists and not can_access(principal, owner):
+            raise E.ERR_NOT_FOUND("media not found")
 
     # ------------------------------------------------------------------ refusals
     async def _refuse(self, scope: Scope, send: Send, err: E.AuthError) -> None:

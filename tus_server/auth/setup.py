@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 
 from models.config import Settings
 from models.db import session_scope
-from models.tables import Media
+from models.tables import Media, Upload
 from tus_server.auth.authenticator import Authenticator
 from tus_server.auth.jwt import JwtVerifier
 from tus_server.auth.middleware import AuthMiddleware, AuthOptions
@@ -41,14 +41,15 @@ class Auth:
 
 
 class MediaOwners:
-    """Owner of a media item for delivery checks: one primary-key read, off the event loop."""
+    """Owner of a media item (or of the upload it is still being made from) for the delivery
+    and player-page checks: primary-key reads, off the event loop."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
 
     def _read(self, media_id: str) -> tuple[bool, str | None]:
         with session_scope(self.engine) as session:
-            row = session.get(Media, media_id)
+            row = session.get(Media, media_id) or session.get(Upload, media_id)
             return (row is not None, row.owner if row is not None else None)
 
     async def __call__(self, media_id: str) -> tuple[bool, str | None]:
