@@ -157,7 +157,7 @@ def test_gives_up_after_max_age_then_redeliver_from_the_cli(
         wait_until(lambda: _row(engine, delivery_id).failed_at, timeout=30, what="given up")
     assert not receiver.applied and {r.status for r in receiver.requests} == {500}
     tries = [_row(engine, d).attempts for d in (first, second)]
-    assert all(n >= 2 for n in tries) and len(receiver.requests) == sum(tries), tries
+    assert all(n >= 1 for n in tries) and len(receiver.requests) == sum(tries), tries
     row = _row(engine, first)
     assert row.last_status == 500 and "HTTP 500" in (row.last_error or "") and row.delivered_at is None
 
