@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -88,3 +89,35 @@ def test_token_refresh_mid_upload_keeps_every_byte(start_server: Callable[..., T
     assert got.status_code == 200
     assert hashlib.sha256(got.content).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
     assert httpx.get(url, headers={"Authorization": f"Bearer {hs_token('bob')}"}).status_code == 404
+
+
+def test_event_stream_takes_a_query_token_and_shows_only_own_items(
+        start_server: Callable[..., TusflowServer]) -> None:
+    """EventSource cannot send headers: the token rides in the query (GET only), and the live
+    feed carries only the viewer's own uploads."""
+    from .conftest import ALICE_TOKEN, BOB_TOKEN, TOKENS
+    server = start_server(auth={"enabled": True, "tokens": TOKENS})
+    events = f"{server.origin}/api/events"
+    assert httpx.get(events, timeout=5).status_code == 401
+
+    def create(token: str) -> str:
+        r = httpx.post(server.url, headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10",
+                                            "Authorization": f"Bearer {token}"})
+        assert r.status_code == 201
+        return r.headers["location"].rsplit("/", 1)[1]
+
+    with httpx.stream("GET", f"{events}?token={ALICE_TOKEN}", timeout=10) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        next(lines)  # the stream is open: the feed is subscribed before anything is created
+        bobs = create(BOB_TOKEN)
+        time.sleep(2.5)  # past two polls of the feed: bob's item would have been sent by now
+        alices = create(ALICE_TOKEN)
+        seen = []
+        for line in lines:
+            seen.append(line)
+            if alices in line:
+                break
+    assert any(alices in line for line in seen)
+    assert not any(bobs in line for line in seen), seen
