@@ -83,7 +83,8 @@ class ProgressModel:
     def apply(self, event: Event) -> None:
         d, now = event.data, time.monotonic()
         if event.kind == "discovered":
-            self.files_total, self.bytes_total = int(d.get("files", 0)), int(d.get("bytes", 0))
+            self.files_total = int(d.get("files", 0)) + len(d.get("problems") or ())
+            self.bytes_total = int(d.get("bytes", 0))
             self.meter.add(now, 0)
         elif event.kind == "start" and event.file:
             view = FileView(event.file, int(d.get("size", 0)), int(d.get("offset", 0)))

@@ -85,7 +85,7 @@ class Run:
         started = time.monotonic()
         found = discover(o.paths, o.extensions)
         sizes = {path: _size(path) for path in found.files}
-        self.renderer(Event("discovered", data={"files": len(found.files) + len(found.problems),
+        self.renderer(Event("discovered", data={"files": len(found.files),
                                                 "bytes": sum(sizes.values()),
                                                 "problems": [{"path": p, "error": e} for p, e in found.problems]}))
         for argument, message in found.problems:

@@ -178,8 +178,9 @@ class FileUploader(Uploader):
             raise TusCommunicationError(f"creating the upload failed: {describe(error)}") from error
         location = resp.headers.get("Location")
         if resp.status_code != 201 or not location:
+            hint = "; check --token / TUSFLOW_TOKEN" if resp.status_code in (401, 403) else ""
             raise TusCommunicationError(f"creating the upload: server answered {resp.status_code} {resp.reason}"
-                                        + _body_hint(resp.content), resp.status_code, resp.content)
+                                        + _body_hint(resp.content) + hint, resp.status_code, resp.content)
         self._note(resp)
         return urljoin(self.client.url, location)
 
