@@ -122,8 +122,8 @@ class Attempt:
             scratch.mkdir(parents=True)
             result = transcode(source, scratch, cfg, on_progress=self._progress, timeout=budget,
                                should_stop=self.stop.should_stop)
-            if self.stop.reason is not None:  # asked to stop after ffmpeg had finished
-                raise TranscodeCancelled("The conversion was stopped before it finished.")
+            # Finished work is published even when a shutdown arrived meanwhile (it takes
+            # milliseconds); only a deleted or superseded media makes us discard it.
             if not self._still_current():
                 return self._stood_down()
             publish_dir(scratch, self.layout.media_dir(self.media_id), self.layout.scratch)
@@ -263,6 +263,9 @@ class Attempt:
                     .values(updated_at=now, **values)).rowcount
                 if changed and not retrying:
                     ids = _announce(session, self.settings, "media.failed", self.media_id)
+            if not changed and job is not None:
+                job.retries_left = 0  # deleted or superseded: retrying this job helps nobody
+                retrying = False
         except SQLAlchemyError as exc:  # the reconciler copies RQ's verdict later
             event(log, "failure.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
         _announce_after_commit(self.settings, self.engine, ids)

@@ -55,6 +55,7 @@ log = logging.getLogger("tusflow.reconcile")
 WORKER_STALE_S = 12.0
 SCHEDULER_STALE_S = 5.0  # schedulers heartbeat every second
 BATCH = 500
+SPACING_KEY = "tusflow:reconcile-spacing"
 
 WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED)
 ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
@@ -75,12 +76,19 @@ class ReconcileReport:
 
 
 def reconcile(settings: Settings, engine: Engine, connection: Redis | None = None, *,
-              queues: Sequence[str] = ()) -> ReconcileReport:
-    """One pass; ``queues`` are extra queue names whose dead workers/schedulers to clear."""
+              queues: Sequence[str] = (), min_spacing: float = 0.0) -> ReconcileReport:
+    """One pass; ``queues`` are extra queue names whose dead workers/schedulers to clear.
+
+    With ``min_spacing`` > 0 the pass is skipped when any process started one less than that
+    many seconds ago, so twenty workers do not each scan every media row every interval.
+    """
     own = connection is None
     conn = connection if connection is not None else connect(settings)
     report = ReconcileReport()
     try:
+        if min_spacing > 0 and not conn.set(f"{SPACING_KEY}:{settings.redis.queue}", 1, nx=True,
+                                            px=max(1, int(min_spacing * 1000))):
+            return report
         names = list(dict.fromkeys([settings.redis.queue, *queues]))
         for name in names:
             queue = Queue(name, connection=conn)
@@ -212,10 +220,13 @@ def sync_media(settings: Settings, engine: Engine, conn: Redis, report: Reconcil
             .where(col(Media.state).in_((MediaState.QUEUED, MediaState.PROCESSING)))
             .order_by(col(Media.created_at)).limit(BATCH)).all()
     queue = get_queue(settings, conn)
-    for media_id, state, job_id, enqueued_at, started_at in rows:
+    job_ids = [job_id or default_job_id(media_id) for media_id, _, job_id, _, _ in rows]
+    jobs = Job.fetch_many(job_ids, connection=conn) if job_ids else []  # one round trip
+    for (media_id, state, _, enqueued_at, started_at), job_id, job in zip(rows, job_ids, jobs):
+        status = job.get_status(refresh=False) if job is not None else None
         try:
-            _sync_one(settings, engine, conn, queue, report, media_id, state,
-                      job_id or default_job_id(media_id), enqueued_at, started_at)
+            _sync_one(settings, engine, conn, queue, report, media_id, state, job_id, status,
+                      enqueued_at, started_at)
         except RedisError:
             raise
         except Exception:  # one odd row must not stop the others
@@ -224,12 +235,12 @@ def sync_media(settings: Settings, engine: Engine, conn: Redis, report: Reconcil
 
 def _sync_one(settings: Settings, engine: Engine, conn: Redis, queue: Queue,
               report: ReconcileReport, media_id: str, state: str, job_id: str,
-              enqueued_at: datetime | None, started_at: datetime | None) -> None:
+              status: JobStatus | None, enqueued_at: datetime | None,
+              started_at: datetime | None) -> None:
     if enqueued_at is None:
         if enqueue_transcode(settings, engine, media_id, connection=conn):
             report.enqueued.append(media_id)
         return
-    status = _job_status(conn, job_id)
     if status in (JobStatus.STARTED,) or (status in WAITING and state == MediaState.QUEUED):
         return  # the normal cases
     if status is None or status == JobStatus.FINISHED:

@@ -100,7 +100,8 @@ class TranscodeWorker(Worker):
             return  # leaving: RQ's maintenance would even restart the scheduler it just stopped
         try:
             reconcile(self.tusflow_settings, self.tusflow_engine, self.connection,
-                      queues=self.queue_names())
+                      queues=self.queue_names(),
+                      min_spacing=self.tusflow_settings.worker.reconcile_interval / 2)
         except RedisError as exc:
             event(log, "reconcile.skipped", None, level=logging.WARNING, error=str(exc))
         except Exception:
