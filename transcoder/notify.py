@@ -242,6 +242,14 @@ def emit(settings: Settings, engine: Engine, event: str, data: dict[str, Any],
     return ids
 
 
+def announce_upload(settings: Settings, engine: Engine, event: str, upload: Upload) -> list[str]:
+    """``emit`` for an upload. Partial uploads (pieces of a parallel upload) are not announced:
+    the platform hears about the final upload they are concatenated into."""
+    if upload.concat == "partial" or not wanted(settings, event):
+        return []
+    return emit(settings, engine, event, upload_data(upload), subject=upload.id)
+
+
 # ---------------------------------------------------------------------------------- delivering
 def _post(settings: Settings, row: WD) -> tuple[int | None, str | None]:
     import httpx

@@ -270,3 +270,31 @@ def test_a_finished_upload_is_announced(webhook_settings: Callable, receiver: Re
                                                        "Content-Type": "application/offset+octet-stream"})
     time.sleep(1.0)
     assert len(receiver.requests) == 1
+
+
+def test_created_and_deleted_are_announced(webhook_settings: Callable, receiver: Receiver,
+                                           start_worker: Callable, start_server: Callable) -> None:
+    import httpx
+    settings = webhook_settings(events=["upload.created", "media.deleted"])
+    server = start_server(config=settings.config_path)
+    start_worker(settings)
+    tus = {"Tus-Resumable": "1.0.0"}
+    octet = {**tus, "Content-Type": "application/offset+octet-stream"}
+    # A partial upload (a piece of a parallel upload) is not announced; the final one is.
+    part = httpx.post(server.url, headers={**octet, "Upload-Length": "3", "Upload-Concat": "partial"},
+                      content=b"abc", timeout=10).headers["Location"]
+    final = httpx.post(server.url, headers={**tus, "Upload-Concat": f"final;{part}"}, timeout=10)
+    assert final.status_code == 201
+    media_id = final.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+
+    created = receiver.wait_for(lambda rs: len(rs) >= 1)
+    assert [r.headers["tusflow-event"] for r in created] == ["upload.created"]
+    assert created[0].json["data"]["upload_id"] == media_id
+
+    gone = httpx.delete(f"{server.origin}/api/media/{media_id}", timeout=10)
+    assert gone.status_code == 204, gone.text
+    got = receiver.wait_for(lambda rs: len(rs) >= 2)
+    assert got[1].headers["tusflow-event"] == "media.deleted" and got[1].signature_ok
+    assert got[1].json["data"]["media_id"] == media_id
+    time.sleep(1.0)
+    assert len(receiver.requests) == 2

@@ -24,6 +24,7 @@ from tus_server.api.errors import json_error
 from tus_server.api.ids import is_media_id
 from tus_server.api.items import DEFAULT_LIMIT, MAX_LIMIT, CursorError, MediaCatalog
 from tus_server.api.jobs import JobQueue, QueueUnavailable
+from transcoder import notify
 
 log = logging.getLogger("tusflow.api")
 
@@ -105,6 +106,9 @@ class MediaApi:
             for row in (session.get(Media, media_id), session.get(Upload, media_id)):
                 if row is not None:
                     session.delete(row)
+            hooks = notify.record(session, self.jobs.settings, "media.deleted", notify.media_data(media),
+                                  media_id)
+        notify.enqueue(self.jobs.settings, self.engine, hooks)  # never raises; the sweep retries
         self._remove_files(media_id, media, upload)
         log.info("media=%s deleted", media_id)
         return Response(status_code=204, headers=NO_STORE)

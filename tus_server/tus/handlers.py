@@ -17,6 +17,7 @@ from email.utils import format_datetime
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
+import anyio.to_thread
 from sqlmodel import Session
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from tus_server.tus.locks import LockHandle, UploadLocks
 from tus_server.tus.repo import UploadRepo
 from tus_server.tus.store import FileStore
 from tus_server.tus.urls import UrlBuilder
+from transcoder.notify import announce_upload
 
 log = logging.getLogger("tusflow.tus")
 
@@ -271,6 +273,8 @@ class TusHandler:
         await store.create(upload_id)
         upload = await self.ctx.repo.add(upload)
         log.info("upload=%s created length=%s partial=%s", upload_id, length, bool(concat))
+        await anyio.to_thread.run_sync(announce_upload, self.settings, self.ctx.repo.engine, "upload.created",
+                                       upload)
 
         location = {"Location": self.urls.upload_url(request, upload_id)}
         headers = dict(location)
@@ -338,6 +342,8 @@ class TusHandler:
                         storage_path=store.layout.relative(target))
         upload = await self.ctx.repo.add(upload)
         log.info("upload=%s final of %d partials, %d bytes", upload_id, len(part_ids), total)
+        await anyio.to_thread.run_sync(announce_upload, self.settings, self.ctx.repo.engine, "upload.created",
+                                       upload)
         headers = {"Location": self.urls.upload_url(request, upload_id)}
         headers.update(await self._complete(upload))
         return Response(status_code=201, headers=headers)
