@@ -1,0 +1,1 @@
+"""Tests of the pure transcoding pipeline (real ffmpeg, synthetic clips)."""

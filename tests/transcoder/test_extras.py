@@ -1,0 +1,65 @@
+"""Poster and storyboard planning, and the WebVTT it writes."""
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from models.config import TranscodeConfig
+from transcoder.extras import plan_poster, plan_storyboard, storyboard_interval
+from transcoder.ladder import plan_ladder
+from transcoder.probe import ProbeResult, VideoInfo
+
+
+def fake_probe(duration, width=1280, height=720, fps=30) -> ProbeResult:
+    video = VideoInfo(0, "h264", width, height, Fraction(fps), False, None)
+    return ProbeResult(Path("/x.mp4"), "mov", "MP4/MOV", duration, 1, 1, video, None)
+
+
+@pytest.mark.parametrize("duration, expected", [(3, 1), (100, 1), (101, 2), (450, 5),
+                                                (3600, 45), (6 * 3600, 240), (30_000, 300),
+                                                (40_000, 420)])
+def test_automatic_interval_gives_about_100_round_tiles(duration, expected):
+    assert storyboard_interval(duration, TranscodeConfig()) == expected
+    assert duration / expected <= 101
+
+
+def test_configured_interval_is_kept_unless_it_makes_a_huge_sprite():
+    assert storyboard_interval(100, TranscodeConfig(storyboard_interval=2.5)) == 2.5
+    assert storyboard_interval(6000, TranscodeConfig(storyboard_interval=1)) == 10
+
+
+def test_storyboard_grid_and_vtt_cover_the_whole_duration():
+    plan = plan_storyboard(fake_probe(95.5), TranscodeConfig(storyboard_columns=10))
+    assert (plan.interval, plan.count, plan.columns, plan.rows) == (1, 96, 10, 10)
+    assert (plan.tile_width, plan.tile_height) == (160, 90)
+    assert "fps=1000/1000,trim=end_frame=96,scale=160:90,setsar=1,tile=10x10" == plan.filter()
+    cues = re.findall(r"(\S+) --> (\S+)\n(\S+)", plan.vtt(95.5))
+    assert len(cues) == 96
+    assert cues[0] == ("00:00:00.000", "00:00:01.000", "storyboard.jpg#xywh=0,0,160,90")
+    assert cues[11] == ("00:00:11.000", "00:00:12.000", "storyboard.jpg#xywh=160,90,160,90")
+    assert cues[-1] == ("00:01:35.000", "00:01:35.500", "storyboard.jpg#xywh=800,810,160,90")
+    assert plan.vtt(95.5).startswith("WEBVTT\n\n")
+
+
+def test_short_videos_get_a_single_row_and_portrait_tiles_keep_their_shape():
+    plan = plan_storyboard(fake_probe(3.0, 1080, 1920), TranscodeConfig())
+    assert (plan.count, plan.columns, plan.rows) == (3, 3, 1)
+    assert (plan.tile_width, plan.tile_height) == (160, 284)
+
+
+def test_poster_searches_10_to_30_percent_in_at_the_top_rendition_size():
+    probe = fake_probe(20.0, 1920, 1080)
+    plan = plan_poster(probe, plan_ladder(probe, TranscodeConfig()))
+    assert (plan.start, plan.end) == (2.0, 6.0)
+    assert (plan.width, plan.height) == (1280, 720)
+    assert plan.every_nth_frame == 15
+    assert plan.batch >= 1 + 4 * 2  # every candidate fits in one thumbnail batch
+    assert "eq(n,0)" in plan.filter() and "thumbnail=n=" in plan.filter()
+
+
+def test_poster_window_is_capped_for_long_videos():
+    probe = fake_probe(3600.0)
+    plan = plan_poster(probe, plan_ladder(probe, TranscodeConfig()))
+    assert plan.end - plan.start == 10.0

@@ -1,0 +1,373 @@
+"""Ask ffprobe what an upload is, and refuse it before any transcoding when it is not a video
+we are willing to open.
+
+Checks run cheapest first: an empty file or a text file (playlists, concat scripts, notes) is
+recognised from its first bytes in Python, so ffprobe never even parses it; everything else is
+opened by ffprobe under the demuxer allow-list, so a disguised playlist fails inside ffprobe
+before it can open the file it points at. Also home to the packet scan of our own output
+(used for I-frame playlists), because it is the other question we ask ffprobe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable
+
+from models.config import TranscodeConfig
+from transcoder.errors import FfmpegFailed, InputRejected
+from transcoder.ffmpeg import (
+    ALLOWED_DEMUXERS, duration_scan_command, packet_scan_command, probe_command,
+)
+
+PROBE_TIMEOUT_S = 60.0
+SNIFF_BYTES = 4096
+MIN_SIDE_PX = 16
+STDERR_LINES = 40
+FEED_CHUNK = 1 << 20
+
+# Demuxers ffmpeg may detect but we refuse, described for the person who uploaded the file.
+_REFUSED_DESCRIPTIONS = MappingProxyType({
+    "hls": "an HLS playlist (a text file that points at other files)",
+    "concat": "an ffmpeg concat script (a text file that points at other files)",
+    "dash": "a DASH manifest (a text file that points at other files)",
+    "tty": "a text file",
+    "srt": "a subtitle file", "ass": "a subtitle file", "webvtt": "a subtitle file",
+    "subviewer": "a subtitle file", "microdvd": "a subtitle file",
+    "image2": "an image", "gif": "an animated GIF",
+})
+_WHITELIST_RE = re.compile(r"^\[([\w,]+) @ [^\]]*\] Format not on whitelist", re.M)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    index: int
+    codec: str
+    width: int           # display width: sample aspect ratio and rotation applied
+    height: int
+    fps: Fraction
+    interlaced: bool
+    bit_rate: int | None
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    index: int
+    codec: str
+    channels: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    path: Path
+    demuxer: str          # forced with -f when transcoding
+    container: str        # label for people, e.g. "MP4/MOV"
+    duration: float
+    size: int
+    stream_count: int
+    video: VideoInfo | None
+    audio: AudioInfo | None
+
+    @property
+    def width(self) -> int | None:
+        return self.video.width if self.video else None
+
+    @property
+    def height(self) -> int | None:
+        return self.video.height if self.video else None
+
+
+def probe(path: Path, cfg: TranscodeConfig, *, timeout: float | None = None) -> ProbeResult:
+    """Describe ``path`` or raise ``InputRejected`` with a reason a person understands."""
+    path = Path(path).absolute()
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise FfmpegFailed("The uploaded file could not be opened on the server.",
+                           detail=str(exc)) from exc
+    if size == 0:
+        raise InputRejected("The file is empty.")
+    text_kind = sniff_text(head)
+    if text_kind:
+        raise InputRejected(f"This file is {text_kind}, not a video.")
+    limit = PROBE_TIMEOUT_S if timeout is None else max(1.0, min(PROBE_TIMEOUT_S, timeout))
+    rc, out, err = run_tool(probe_command(cfg, path), limit)
+    if rc != 0:
+        raise InputRejected(_reason_from_ffprobe(err), detail=err)
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise InputRejected("This file could not be read as a video.", detail=out[:2000]) from exc
+    return _interpret(path, size, data, cfg, limit)
+
+
+def sniff_text(head: bytes) -> str | None:
+    """Name the kind of text file ``head`` starts, or None when it looks binary.
+
+    Every container we accept has NUL or high bytes in its first kilobytes, so "valid UTF-8
+    without control bytes" is a safe test for text, and a useful one: ffprobe would otherwise
+    fall back to the ``.mp4`` extension and only say "moov atom not found".
+    """
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if body.startswith(b"#EXTM3U") or body.startswith(b"#EXT-X-"):
+        return _REFUSED_DESCRIPTIONS["hls"]
+    if body.startswith(b"ffconcat"):
+        return _REFUSED_DESCRIPTIONS["concat"]
+    if not body or b"\x00" in head:
+        return None
+    text = head.decode("utf-8", errors="replace")
+    controls = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\r\n\f"))
+    if controls > 4:  # a multi-byte character cut at the end of the sniff is fine
+        return None
+    if body.lstrip().startswith((b"<?xml", b"<MPD", b"<mpd")) and b"MPD" in head:
+        return _REFUSED_DESCRIPTIONS["dash"]
+    if body.startswith(b"file ") or b"\nfile " in head:
+        return _REFUSED_DESCRIPTIONS["concat"]
+    return "a text file"
+
+
+def _reason_from_ffprobe(stderr: str) -> str:
+    refused = _WHITELIST_RE.search(stderr)
+    if refused:
+        name = refused.group(1).split(",")[0]
+        if name.endswith("_pipe"):
+            kind = "an image"
+        else:
+            kind = _REFUSED_DESCRIPTIONS.get(name, f"a {name} file")
+        return f"This file is {kind}, not a video tusflow can convert."
+    if "moov atom not found" in stderr:
+        return ("This MP4/MOV file is incomplete (its index is missing), usually because the "
+                "recording or the upload was cut off.")
+    return "This file is not a video or audio file tusflow can read, or it is damaged."
+
+
+def _fraction(value: object) -> Fraction | None:
+    try:
+        num, _, den = str(value).partition("/")
+        frac = Fraction(int(num), int(den or 1))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return frac if frac > 0 else None
+
+
+def _number(value: object) -> float | None:
+    try:
+        num = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return num if math.isfinite(num) else None
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return int(_number(side["rotation"]) or 0)
+    return int(_number((stream.get("tags") or {}).get("rotate")) or 0)
+
+
+def _video_info(stream: dict) -> VideoInfo:
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    if width < MIN_SIDE_PX or height < MIN_SIDE_PX:
+        raise InputRejected("The video has no usable picture size.")
+    sar = _fraction(stream.get("sample_aspect_ratio"))
+    if sar and sar != 1:  # anamorphic (DVD, some camcorders): scale to square pixels
+        width = max(MIN_SIDE_PX, round(width * sar))
+    if abs(_rotation(stream)) % 180 == 90:  # phones store portrait video as rotated landscape
+        width, height = height, width
+    fps = _fraction(stream.get("avg_frame_rate")) or _fraction(stream.get("r_frame_rate"))
+    if fps is None:
+        raise InputRejected("The video's frame rate could not be determined.")
+    rate = _number(stream.get("bit_rate"))
+    return VideoInfo(
+        index=int(stream["index"]), codec=str(stream.get("codec_name") or "unknown"),
+        width=width, height=height, fps=fps,
+        interlaced=stream.get("field_order") in ("tt", "bb", "tb", "bt"),
+        bit_rate=int(rate) if rate else None,
+    )
+
+
+def _pick(streams: list[dict], kind: str) -> dict | None:
+    """The default stream of a kind, else the first; cover art is not a video."""
+    found = [s for s in streams if s.get("codec_type") == kind
+             and not (s.get("disposition") or {}).get("attached_pic")]
+    for stream in found:
+        if (stream.get("disposition") or {}).get("default"):
+            return stream
+    return found[0] if found else None
+
+
+def _interpret(path: Path, size: int, data: dict, cfg: TranscodeConfig,
+               timeout: float) -> ProbeResult:
+    fmt = data.get("format") or {}
+    demuxer = str(fmt.get("format_name") or "").split(",")[0]
+    if demuxer not in ALLOWED_DEMUXERS:  # ffprobe's whitelist already refused; belt and braces
+        raise InputRejected(f"This file is a {fmt.get('format_long_name') or demuxer} file, "
+                            "not a video tusflow can convert.")
+    streams = data.get("streams") or []
+    if len(streams) > cfg.max_streams:
+        raise InputRejected(f"The file has {len(streams)} tracks; at most {cfg.max_streams} "
+                            "are accepted.")
+    vstream, astream = _pick(streams, "video"), _pick(streams, "audio")
+    if vstream is None and astream is None:
+        raise InputRejected("The file contains no video or audio.")
+    for stream in (vstream, astream):
+        if stream is not None and stream.get("codec_name") in (None, "", "none", "unknown"):
+            raise InputRejected("The file uses a video or audio format tusflow cannot decode.")
+    video = _video_info(vstream) if vstream is not None else None
+    if video is not None:
+        _check_video_limits(video, cfg)
+    audio = None
+    if astream is not None:
+        audio = AudioInfo(index=int(astream["index"]), codec=str(astream["codec_name"]),
+                          channels=int(astream.get("channels") or 0),
+                          sample_rate=int(_number(astream.get("sample_rate")) or 0))
+    # The chosen streams' own durations first: a container's duration also counts subtitle
+    # or data tracks we drop, which would make a complete file look truncated afterwards.
+    durations = [_number(s.get("duration")) for s in (vstream, astream) if s is not None]
+    duration = max((d for d in durations if d is not None and d > 0), default=None)
+    if duration is None:
+        duration = _number(fmt.get("duration"))
+    if duration is None:
+        duration = scan_duration(path, demuxer, cfg, timeout)
+    if duration is None or duration <= 0:
+        raise InputRejected("The file has no playable content.")
+    if duration > cfg.max_duration:
+        raise InputRejected(f"The video is {_clock(duration)} long; the limit is "
+                            f"{_clock(cfg.max_duration)}.")
+    return ProbeResult(path=path, demuxer=demuxer, container=ALLOWED_DEMUXERS[demuxer],
+                       duration=duration, size=size, stream_count=len(streams),
+                       video=video, audio=audio)
+
+
+def _check_video_limits(video: VideoInfo, cfg: TranscodeConfig) -> None:
+    # Compare long side with long side so a portrait 2160x3840 fits a 3840x2160 limit.
+    long_side, short_side = max(video.width, video.height), min(video.width, video.height)
+    if long_side > max(cfg.max_width, cfg.max_height) or short_side > min(cfg.max_width,
+                                                                          cfg.max_height):
+        raise InputRejected(f"The video is {video.width}x{video.height} pixels; the largest "
+                            f"accepted size is {cfg.max_width}x{cfg.max_height}.")
+    if video.fps > Fraction(cfg.max_fps).limit_denominator(1001):
+        raise InputRejected(f"The video has {float(video.fps):.0f} frames per second; at most "
+                            f"{cfg.max_fps:g} are accepted.")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def scan_duration(path: Path, demuxer: str, cfg: TranscodeConfig,
+                  timeout: float) -> float | None:
+    """The end of the last packet, for containers that do not state their duration."""
+    rc, out, err = run_tool(duration_scan_command(cfg, path, demuxer), timeout)
+    if rc != 0:
+        raise InputRejected("This file is damaged: its length could not be determined.",
+                            detail=err)
+    end = None
+    for line in out.splitlines():
+        pts, _, dur = line.partition(",")
+        start = _number(pts)
+        if start is not None:
+            stop = start + (_number(dur) or 0.0)
+            end = stop if end is None else max(end, stop)
+    return end
+
+
+def run_tool(argv: list[str], timeout: float, feed: Iterable[Path] = ()) -> tuple[int, str, str]:
+    """Run a short ffprobe/ffmpeg, optionally streaming files to its stdin; kill it by PID
+    when ``timeout`` passes. Returns (exit code, stdout, last lines of stderr)."""
+    feed = list(feed)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise FfmpegFailed(f"The video tools could not be started on the server ({argv[0]}).",
+                           detail=str(exc)) from exc
+    out_chunks: list[bytes] = []
+    err_lines: deque[bytes] = deque(maxlen=STDERR_LINES)
+    threads = [threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)]
+    if feed:
+        threads.append(threading.Thread(target=_feed, args=(proc, feed), daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise FfmpegFailed("Reading the video took too long.", detail=" ".join(argv)) from exc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for thread in threads:
+            thread.join(timeout=5)
+    stderr = b"".join(err_lines).decode("utf-8", errors="replace")
+    return proc.returncode, b"".join(out_chunks).decode("utf-8", errors="replace"), stderr
+
+
+def _feed(proc: subprocess.Popen, paths: list[Path]) -> None:
+    try:
+        for path in paths:
+            with path.open("rb") as fh:
+                while chunk := fh.read(FEED_CHUNK):
+                    proc.stdin.write(chunk)
+    except (BrokenPipeError, OSError):
+        pass  # the reader died; its exit code tells the story
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+@dataclass(frozen=True)
+class Packet:
+    pts: float
+    pos: int     # offset in the concatenation of the files that were fed
+    size: int
+    key: bool
+
+
+@dataclass(frozen=True)
+class PacketScan:
+    packets: list[Packet]
+    width: int | None
+    height: int | None
+
+
+def scan_video_packets(files: list[Path], container: str, cfg: TranscodeConfig,
+                       timeout: float) -> PacketScan:
+    """Video packets of one produced rendition (init segment first, then every segment)."""
+    rc, out, err = run_tool(packet_scan_command(cfg, container), timeout, feed=files)
+    if rc != 0:
+        raise FfmpegFailed("The converted video could not be checked.", detail=err)
+    return parse_packet_scan(out)
+
+
+def parse_packet_scan(text: str) -> PacketScan:
+    packets, width, height = [], None, None
+    for line in text.splitlines():
+        section, _, rest = line.partition("|")
+        fields = dict(item.partition("=")[::2] for item in rest.split("|"))
+        if section == "packet":
+            pts, pos, size = (_number(fields.get(k)) for k in ("pts_time", "pos", "size"))
+            if pts is None or pos is None or size is None:
+                continue
+            packets.append(Packet(pts, int(pos), int(size), "K" in fields.get("flags", "")))
+        elif section == "stream":
+            width = int(_number(fields.get("width")) or 0) or None
+            height = int(_number(fields.get("height")) or 0) or None
+    return PacketScan(packets, width, height)
