@@ -16,15 +16,15 @@ export function t (key, vars = {}) {
 
 const number1 = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 })
 const number0 = new Intl.NumberFormat(lang, { maximumFractionDigits: 0 })
-const byteUnits = ['byte', 'kilobyte', 'megabyte', 'gigabyte', 'terabyte']
+const byteUnits = ['kilobyte', 'megabyte', 'gigabyte', 'terabyte']
 const byteFormats = byteUnits.map((unit) => new Intl.NumberFormat(lang, {
-  style: 'unit', unit, unitDisplay: 'short', maximumFractionDigits: unit === 'byte' ? 0 : 1
+  style: 'unit', unit, unitDisplay: 'short', maximumFractionDigits: 1
 }))
 
-/** 67108864 → "67.1 MB" (decimal units, like operating systems show file sizes). */
+/** 67108864 → "67.1 MB" (decimal units, like operating systems show file sizes; from kB up). */
 export function formatBytes (bytes) {
   if (bytes == null || !Number.isFinite(bytes)) return ''
-  let value = Math.max(0, bytes)
+  let value = Math.max(0, bytes) / 1000
   let unit = 0
   while (value >= 1000 && unit < byteUnits.length - 1) {
     value /= 1000

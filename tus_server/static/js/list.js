@@ -19,6 +19,7 @@ const els = {
 }
 
 const cards = new Map() // id → { li, item }
+const gone = new Set() // deleted ids: a list read in flight must not bring them back
 let nextUrl = null
 let loading = null
 
@@ -77,6 +78,7 @@ function paint (entry, item) {
 }
 
 function upsert (item, { prepend = false } = {}) {
+  if (gone.has(item.id)) return
   const entry = cards.get(item.id)
   if (entry) {
     paint(entry, item)
@@ -98,7 +100,8 @@ function upsert (item, { prepend = false } = {}) {
   updateEmpty()
 }
 
-function removeCard (id, { say = true } = {}) {
+function removeCard (id, { say = true, deleted = true } = {}) {
+  if (deleted) gone.add(id)
   const entry = cards.get(id)
   if (!entry) return
   cards.delete(id)
@@ -127,7 +130,7 @@ async function loadPage (url, { replace = false } = {}) {
       const body = await api(url)
       if (replace) {
         const keep = new Set(body.items.map((i) => i.id))
-        for (const id of [...cards.keys()]) if (!keep.has(id)) removeCard(id, { say: false })
+        for (const id of [...cards.keys()]) if (!keep.has(id)) removeCard(id, { say: false, deleted: false })
       }
       for (const item of body.items) upsert(item)
       nextUrl = body.next

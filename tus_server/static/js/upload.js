@@ -335,6 +335,11 @@ function onSuccess () {
 
 function onError (err) {
   setState('error')
+  paintState('')
+  els.speed.textContent = ''
+  els.eta.textContent = ''
+  // refused before any byte was stored: the bar has nothing to say
+  if (!session.upload || !session.upload.url) els.panel.hidden = true
   els.error.hidden = false
   reveal(els.errorText, errorMessage(err))
   announce(els.errorText.textContent, { assertive: true })
@@ -379,6 +384,7 @@ function pause () {
 
 function resume () {
   if (!session.upload) return
+  els.panel.hidden = false
   setState('uploading')
   paintState(t('progress.starting'))
   session.meter.reset()
