@@ -148,9 +148,8 @@ def queue_name(settings: Settings) -> str:
 
 def redis_connection(settings: Settings, timeout: float = 5.0) -> "Redis":
     """The same Redis the transcoding queue uses: ``[redis] url`` or the private socket."""
-    from redis import Redis
-    url = settings.redis.url or f"unix://{settings.data_dir / 'redis.sock'}"
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    from transcoder.redis_conn import connect
+    return connect(settings, timeout=timeout)
 
 
 def _wake(settings: Settings, conn: "Redis", delivery_id: str, at: datetime | None = None) -> None:
