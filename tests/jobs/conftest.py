@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -79,7 +81,14 @@ class Stack:
         return proc
 
     def close(self) -> None:
+        for worker in self.workers:  # all at once: each takes a second or two to wind down
+            worker.kill(signal.SIGTERM)
+        deadline = time.monotonic() + 15
         for worker in self.workers:
+            try:
+                worker.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
             worker.stop()
         self.engine.dispose()
 

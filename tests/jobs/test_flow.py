@@ -155,3 +155,35 @@ def test_hostile_input_fails_once_with_a_readable_reason(stack: Callable, start_
     assert s.media(media_id).attempts == 1
     assert not (Layout(s.settings.data_dir).media_dir(media_id)).exists()
     conn.close()
+
+
+def test_transient_failures_retry_with_backoff_then_fail(stack: Callable, start_server: Callable,
+                                                         clips: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An ffmpeg that crashes every time: RQ retries the job ([worker] tries = 3, 1 s backoff
+    through RQ's scheduler), then the media fails with the reason; the media waits in
+    ``queued`` between tries."""
+    crashing = tmp_path / "ffmpeg-crashes"
+    crashing.write_text("#!/bin/sh\necho 'Segmentation fault' >&2\nexit 139\n")
+    crashing.chmod(0o755)
+    s = stack(transcode={"ffmpeg": str(crashing)})
+    server = start_server(config=s.config)
+    worker = s.start_worker()
+    media_id = upload(server.url, clips["short"])
+    seen: set[tuple[str, int]] = set()
+
+    def settled() -> bool:
+        media = s.media(media_id)
+        seen.add((media.state, media.attempts))
+        return media.state == MediaState.FAILED
+
+    wait_until(settled, 60, 0.05, "media failed after its tries")
+    media = s.media(media_id)
+    assert media.attempts == 3, media
+    assert media.error and "converter failed" in media.error
+    assert (MediaState.QUEUED, 1) in seen or (MediaState.QUEUED, 2) in seen
+    assert worker.output.count(f"event=transcode.retrying media={media_id}") == 2
+    assert worker.output.count(f"event=transcode.failed media={media_id}") == 1
+    conn = connect(s.settings)
+    queue = Queue(s.settings.redis.queue, connection=conn)
+    wait_until(lambda: queue.failed_job_registry.count == 1, 10, what="filed as failed")
+    conn.close()
