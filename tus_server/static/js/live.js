@@ -33,6 +33,14 @@ export function subscribe ({ ids = null, onItem, onDelete, onResync, onConnectio
   }
 
   open()
+  // A page kept in the back/forward cache comes back with its stream closed: reopen, re-read.
+  let stopped = false
   window.addEventListener('pagehide', () => { closed = true; source.close() })
-  return { close () { closed = true; source.close() } }
+  window.addEventListener('pageshow', (event) => {
+    if (!event.persisted || stopped) return
+    closed = false
+    wasLost = true
+    open()
+  })
+  return { close () { stopped = closed = true; source.close() } }
 }
