@@ -128,3 +128,43 @@ def test_worker_stopped_mid_transcode_requeues_without_using_a_try(
     done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=90)
     assert done.state == MediaState.READY, done.error
     assert done.attempts == 1
+
+
+def test_jobs_lost_with_redis_data_are_enqueued_again(
+        stack: Callable, start_server: Callable, clips: dict) -> None:
+    """The private Redis keeps nothing on disk: after a restart the database still says
+    queued, the reconciler enqueues the media again as its next job generation."""
+    s = stack()
+    server = start_server(config=s.config)
+    media_id = upload(server.url, clips["short"])
+    before = s.media(media_id)
+    assert before.enqueued_at is not None
+    conn = connect(s.settings)
+    conn.flushall()  # what a restart without persistence leaves
+    conn.close()
+    worker = s.start_worker()
+    done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=60)
+    assert done.state == MediaState.READY and done.attempts == 1
+    assert done.job_id == f"{before.job_id}-2"
+    assert f"event=job.lost media={media_id}" in worker.output
+
+
+def test_cancel_stops_the_running_job_and_the_worker_goes_on(
+        stack: Callable, start_server: Callable, clips: dict) -> None:
+    from transcoder.queue import cancel_media
+    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium"})
+    server = start_server(config=s.config)
+    worker = s.start_worker()
+    first = upload(server.url, clips["long"])
+    s.wait_state(first, (MediaState.PROCESSING,), timeout=30)
+    scratch = Layout(s.settings.data_dir).scratch / f"{first}.1"
+    wait_until(scratch.is_dir, 10, what="scratch in use")
+    assert cancel_media(s.settings, s.engine, first) is True
+    media = s.media(first)
+    assert media.state == MediaState.FAILED and media.error == "Cancelled."
+    wait_until(lambda: no_process_in(scratch), 15, what="ffmpeg of the cancelled job gone")
+    second = upload(server.url, clips["short"])
+    assert s.wait_state(second, (MediaState.READY, MediaState.FAILED), 60).state == MediaState.READY
+    assert worker.alive()
+    assert not Layout(s.settings.data_dir).media_dir(first).exists()
+    assert s.media(first).state == MediaState.FAILED  # the reconciler leaves it alone
