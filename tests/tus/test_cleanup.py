@@ -53,21 +53,25 @@ async def test_cleanup_removes_expired_and_orphans_only(client) -> None:
     young_orphan.write_bytes(b"a final being assembled right now")
     stray_lock = root / "locks" / ("d" * 32 + ".lock")
     stray_lock.write_bytes(b"")
+    done_lock = root / "locks" / f"{upload_id(done)}.lock"
+    fresh_lock = root / "locks" / f"{upload_id(fresh)}.lock"
+    assert done_lock.exists() and fresh_lock.exists()
     old = time.time() - 7200
-    for path in (orphan, stray_lock, root / "uploads" / f"{upload_id(fresh)}.stage"):
+    for path in (orphan, stray_lock, root / "uploads" / f"{upload_id(fresh)}.stage", done_lock, fresh_lock):
         os.utime(path, (old, old))
 
     dry = _cleanup(client, "--dry-run")
-    assert "would remove 1 expired uploads, 1 expired partials, 3 orphan files" in dry
+    assert "would remove 1 expired uploads, 1 expired partials, 4 orphan files" in dry
     assert row(client, expired) is not None and orphan.exists()
 
     out = _cleanup(client)
-    assert "removed 1 expired uploads, 1 expired partials, 3 orphan files" in out
+    assert "removed 1 expired uploads, 1 expired partials, 4 orphan files" in out
     assert row(client, expired) is None and not (root / "uploads" / upload_id(expired)).exists()
     assert row(client, partial) is None and not (root / "uploads" / upload_id(partial)).exists()
     assert not orphan.exists() and not stray_lock.exists()
     assert not (root / "uploads" / f"{upload_id(fresh)}.stage").exists()
     assert young_orphan.exists()
+    assert not done_lock.exists() and fresh_lock.exists()  # an unfinished upload keeps its lock file
     assert (await head(client, fresh)).headers["upload-offset"] == "3"
     assert row(client, partial_fresh) is not None
     assert row(client, done) is not None and (root / "originals" / upload_id(done)).read_bytes() == b"xyz"

@@ -3,7 +3,8 @@
 Removes uploads whose ``Upload-Expires`` has passed (unfinished ones, and finished partials that
 no final can use any more): their rows, bytes, staged chunks and lock files. Also removes files
 under uploads/ and locks/ that no row owns (a process killed between creating a file and its
-row, or while assembling a final) once they are older than ``--orphan-age``. An upload some
+row, or while assembling a final), stale staged chunks, and the lock files of finished uploads,
+once they are older than ``--orphan-age``. An upload some
 request is working on right now is skipped, never waited for: it is not abandoned, and cleanup
 must not stall a live client. Safe to run from cron while servers run.
 """
@@ -145,7 +146,10 @@ def _orphans(engine, layout: Layout, locks: UploadLocks, orphan_age: float,  # t
         with Session(engine) as s:
             upload = s.get(Upload, upload_id)
         if upload is not None:
-            stale = [p for p in paths if p.name.endswith(".stage")]  # a row, but a left-over stage
+            # A row owns these: only a left-over stage, or the lock files of a finished upload
+            # (nothing writes to it any more), are clutter.
+            stale = [p for p in paths if p.name.endswith(".stage")
+                     or (upload.is_complete and p.parent == layout.locks)]
             if not stale:
                 continue
             paths = stale
@@ -158,5 +162,5 @@ def _orphans(engine, layout: Layout, locks: UploadLocks, orphan_age: float,  # t
                 log.info("orphan file %s: %s", path, "would delete" if dry_run else "deleted")
                 if not dry_run:
                     path.unlink(missing_ok=True)
-        if not dry_run and upload is None:
+        if not dry_run and (upload is None or upload.is_complete):
             (layout.locks / f"{upload_id}.lock").unlink(missing_ok=True)
