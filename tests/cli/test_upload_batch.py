@@ -17,7 +17,6 @@ import httpx
 from tests.cli.conftest import Shared
 from tests.cli.helpers import assert_on_server, make_files, run_upload, upload_argv, upload_id
 from tests.cli.netproxy import FaultProxy
-from tests.support.procs import TUSFLOW
 
 
 def test_thirty_files_in_parallel_all_arrive_intact(shared: Shared, tmp_path: Path) -> None:

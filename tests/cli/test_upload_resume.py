@@ -147,3 +147,36 @@ def test_an_upload_the_server_no_longer_has_is_started_again(shared: Shared, tmp
     done = second.one("done", path)
     assert done["status"] == "uploaded" and done["url"] != url1
     assert_on_server(shared.data_dir, path, done["url"])
+
+
+def test_ctrl_c_stops_after_the_chunk_in_flight_and_the_next_run_resumes(shared: Shared, tmp_path: Path) -> None:
+    [big] = make_files(tmp_path / "in", [3_000_000])
+    state = tmp_path / "state.json"
+    proxy = FaultProxy(shared.url, rate=1_000_000)
+    endpoint = proxy.url_for(shared.url)
+    try:
+        proc = Proc(upload_argv([big], endpoint, state, "--json", "--chunk-size", "128K"), name="upload")
+        try:
+            proc.wait_for(r'"event":"progress".*"offset":[1-9]', timeout=30)
+            proc.kill(signal.SIGINT)
+            assert proc.popen.wait(30) == 130, proc.output
+        finally:
+            proc.stop()
+        assert "stopping after the current chunks" in proc.output
+        events = _events(proc)
+        failed = [e for e in events if e["event"] == "failed"]
+        assert [f["error"] for f in failed] == ["interrupted; run again to resume"]
+        assert events[-1]["event"] == "summary" and events[-1]["failed"] == 1
+        stopped_at = failed[0]["offset"]
+        assert 0 < stopped_at < big.stat().st_size
+        assert server_offset(shared.url + upload_id(failed[0]["url"])) == stopped_at, \
+            "every acknowledged chunk is on the server, nothing half-sent"
+
+        proxy.rate = None
+        again = run_upload([big], endpoint, state, "--json")
+        assert again.returncode == 0, again
+        assert again.one("start", big)["offset"] == stopped_at
+        assert again.one("done", big)["status"] == "resumed"
+        assert_on_server(shared.data_dir, big, again.one("done", big)["url"])
+    finally:
+        proxy.close()

@@ -79,8 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait-interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
     p.add_argument("--token", default=os.environ.get("TUSFLOW_TOKEN") or None, metavar="T",
                    help="bearer token sent on every request (default $TUSFLOW_TOKEN)")
-    p.add_argument("--retries", type=_non_negative_int, default=8, metavar="N",
-                   help="consecutive failed attempts per file before it is given up (default 8)")
+    p.add_argument("--retries", type=_non_negative_int, default=10, metavar="N",
+                   help="retries per file without progress before it is given up; with the default "
+                        "backoff 10 rides out an outage of about 3-6 minutes (default 10)")
     p.add_argument("--retry-delay", type=_seconds, default=1.0, metavar="SECONDS",
                    help="first backoff delay, doubled per failure (default 1)")
     p.add_argument("--retry-max-delay", type=_seconds, default=60.0, metavar="SECONDS",

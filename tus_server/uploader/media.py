@@ -29,6 +29,7 @@ class MediaStatus:
     state: str = "waiting"
     progress: float | None = None
     error: str | None = None
+    eta: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,6 +102,8 @@ class MediaWatcher:
             return
         progress = body.get("progress")
         progress = float(progress) if isinstance(progress, (int, float)) else None
+        eta = body.get("eta_seconds")
+        status.eta = float(eta) if isinstance(eta, (int, float)) and state == "processing" else None
         error = body.get("error") if state == "failed" else None
         self._change(status, state, progress, str(error) if error else None)
 
@@ -111,5 +114,5 @@ class MediaWatcher:
         if (status.state, status.progress, status.error) == (state, progress, error):
             return
         status.state, status.progress, status.error = state, progress, error
-        self.emit(Event("media", status.file, {"state": state, "progress": progress, "error": error,
-                                               "url": status.url}))
+        self.emit(Event("media", status.file, {"state": state, "progress": progress, "eta": status.eta,
+                                               "error": error, "url": status.url}))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    retries: int = 8          # consecutive failed attempts allowed per file before giving up
+    retries: int = 10         # consecutive failed attempts allowed per file before giving up
     base_delay: float = 1.0   # first wait, doubled after each further failure
     max_delay: float = 60.0   # no single wait is longer than this
 

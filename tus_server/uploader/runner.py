@@ -69,6 +69,11 @@ class Run:
         with self._signals():
             try:
                 return self._execute()
+            except KeyboardInterrupt:  # outside the upload phase: nothing is in flight
+                self.stop.set()
+                self.renderer.close()
+                print("tusflow upload: interrupted", file=self.stderr, flush=True)
+                return EXIT_INTERRUPTED
             finally:
                 self.renderer.close()
 
@@ -98,6 +103,9 @@ class Run:
                 server = probe(o.endpoint, session, o.transfer.timeouts)
             except EndpointError as exc:
                 return self.fatal(str(exc))
+        if server.endpoint != o.endpoint:
+            self.renderer(Event("warning", data={"message": f"{o.endpoint} redirects to {server.endpoint}; "
+                                                            "uploading there"}))
         checksum = server.checksum()
         self.renderer(Event("server", data={"endpoint": server.endpoint, "version": ",".join(server.versions),
                                             "max_size": server.max_size, "extensions": sorted(server.extensions),
@@ -220,10 +228,21 @@ class Run:
             pass
 
     def _interrupt(self) -> None:
+        """First Ctrl-C: let the chunks in flight finish (bounded by the request timeout) and
+        report. Second: leave at once; that is safe because the state file is always whole
+        and the server keeps what it acknowledged."""
         if not self.stop.is_set():
             self.stop.set()
-            print("tusflow upload: stopping after the current chunks; run again to resume",
-                  file=self.stderr, flush=True)
+            print("tusflow upload: stopping after the current chunks (Ctrl-C again to quit now); "
+                  "run the same command again to resume", file=self.stderr, flush=True)
+            return
+        print("tusflow upload: quitting now; run the same command again to resume", file=self.stderr, flush=True)
+        for stream in (self.stdout, self.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(EXIT_INTERRUPTED)
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

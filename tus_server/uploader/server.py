@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import urljoin
 
 import requests
 
@@ -45,10 +46,17 @@ class ServerInfo:
 
 
 def probe(endpoint: str, session: requests.Session, timeouts: Timeouts) -> ServerInfo:
-    try:
-        response = session.options(endpoint, timeout=timeouts.pair(), allow_redirects=False)
-    except requests.RequestException as exc:
-        raise EndpointError(f"cannot reach {endpoint}: {describe(exc)}") from None
+    """A redirect (``/files`` → ``/files/``) is followed and its target becomes the endpoint:
+    POSTs and PATCHes must not depend on redirects, which clients handle inconsistently."""
+    for _ in range(4):
+        try:
+            response = session.options(endpoint, timeout=timeouts.pair(), allow_redirects=False)
+        except requests.RequestException as exc:
+            raise EndpointError(f"cannot reach {endpoint}: {describe(exc)}") from None
+        location = response.headers.get("Location")
+        if response.status_code not in (301, 302, 303, 307, 308) or not location:
+            break
+        endpoint = urljoin(endpoint, location)
     status = response.status_code
     if status in (401, 403):
         raise EndpointError(f"{endpoint} refused the request ({status} {response.reason}); "

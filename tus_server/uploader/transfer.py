@@ -294,6 +294,21 @@ class Transfer:
                 raise FileProblem(f"file is {_fmt(size)}, over the server's Tus-Max-Size of {_fmt(max_size)}")
             key = state_key(self.path, size, st.st_mtime_ns)
             self._upload(stream, key, size)
+        if self.result.status in (UPLOADED, RESUMED):
+            self._check_unchanged(st)
+
+    def _check_unchanged(self, before: os.stat_result) -> None:
+        """A recording still being written (or edited) while it was sent: the server has the
+        bytes as they were read, and the next run will see a new size/mtime and upload the
+        file again. Say so now rather than let a truncated lecture pass silently."""
+        try:
+            after = os.stat(self.path)
+        except OSError:
+            return
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            self.emit(Event("warning", str(self.path), {
+                "message": "file changed while it was uploading; the server has the version read at the "
+                           "start, run again to upload the new version"}))
 
     def _new_uploader(self, stream: IO[bytes], key: str, session: requests.Session) -> FileUploader:
         """tuspy looks the key up and HEADs a stored URL here; a gone URL is forgotten and
