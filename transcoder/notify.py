@@ -24,9 +24,12 @@ RQ scheduling (rq 3.0, see ``rq/scheduler.py``): ``enqueue_at`` only parks the j
 queue's ScheduledJobRegistry. It is moved back to the queue by the scheduler of a worker that
 listens on that queue and runs ``work(with_scheduler=True)``; one such worker holds a per-queue
 Redis lock (TTL 61 s) and polls every second. If it dies, another scheduler-enabled worker takes
-over only at its next maintenance pass (every 10 minutes), and a ``--burst`` worker moves due
-jobs once at start and never again. Retries can therefore be late, never early, and ``sweep``
-re-enqueues deliveries whose wake-up is long overdue (e.g. Redis lost its data).
+over at its next maintenance pass (stock RQ: every 10 minutes; ``tusflow worker``: every
+``[worker] reconcile_interval``), and a ``--burst`` worker moves due jobs once at start and
+never again. RQ stores the due time in whole seconds, so a retry can run up to a second early
+and arbitrarily late. ``sweep`` (run by ``tusflow worker`` at each maintenance pass) enqueues
+deliveries whose wake-up never reached Redis and re-enqueues those long overdue (Redis lost
+its data, or a worker was SIGKILLed mid-attempt).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.config import Settings, load_settings
-from tests.support.procs import VENV_BIN, Proc, RedisServer
+from tests.support.procs import TUSFLOW, VENV_BIN, Proc, RedisServer
 
 SECRET = "test-webhook-secret"
 
@@ -125,26 +125,32 @@ def receiver() -> Iterator[Receiver]:
 
 
 class RqWorker:
-    """``rq worker --with-scheduler`` on the given queues: a real worker process, as deployed
-    (the scheduler is what moves delayed retries back onto the queue)."""
+    """A real worker process with RQ's scheduler (which moves delayed retries back onto the
+    queue): stock ``rq worker`` on the webhooks queue alone, so delivery is tested apart from
+    tusflow's own worker, or ``tusflow worker`` as deployed."""
 
-    def __init__(self, redis_url: str, queues: list[str], cwd: Path):
-        argv = [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--with-scheduler",
-                "--worker-ttl", "30", *queues]
-        self.proc = Proc(argv, cwd=cwd, name="rq-worker")
-        self.proc.wait_for(r"Listening on|Worker .* started", timeout=30)
+    def __init__(self, settings: Settings, cwd: Path, tusflow: bool = False):
+        from transcoder.notify import queue_name
+        if tusflow:
+            argv = [TUSFLOW, "worker", "--config", str(settings.config_path)]
+            ready = r"event=worker\.start"
+        else:
+            argv = [str(VENV_BIN / "rq"), "worker", "--url", settings.redis.url, "--with-scheduler",
+                    "--worker-ttl", "30", queue_name(settings)]
+            ready = r"Listening on|Worker .* started"
+        self.proc = Proc(argv, cwd=cwd, name="worker")
+        self.proc.wait_for(ready, timeout=30)
 
     def stop(self) -> None:
         self.proc.stop()
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], RqWorker]]:
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., RqWorker]]:
     workers: list[RqWorker] = []
 
-    def _start(settings: Settings) -> RqWorker:
-        from transcoder.notify import queue_name
-        worker = RqWorker(settings.redis.url, [queue_name(settings)], tmp_path)
+    def _start(settings: Settings, tusflow: bool = False) -> RqWorker:
+        worker = RqWorker(settings, tmp_path, tusflow)
         workers.append(worker)
         return worker
 

@@ -248,7 +248,7 @@ def test_a_finished_upload_is_announced(webhook_settings: Callable, receiver: Re
     import httpx
     settings = webhook_settings(events=["upload.completed"])
     server = start_server(config=settings.config_path)
-    start_worker(settings)
+    start_worker(settings, tusflow=True)  # as deployed: it serves the webhooks queue too
     meta = "filename " + base64.b64encode("Lecture 1.mp4".encode()).decode()
     created = httpx.post(server.url, headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5",
                                               "Upload-Metadata": meta}, timeout=10)
@@ -277,7 +277,7 @@ def test_created_and_deleted_are_announced(webhook_settings: Callable, receiver:
     import httpx
     settings = webhook_settings(events=["upload.created", "media.deleted"])
     server = start_server(config=settings.config_path)
-    start_worker(settings)
+    start_worker(settings, tusflow=True)
     tus = {"Tus-Resumable": "1.0.0"}
     octet = {**tus, "Content-Type": "application/offset+octet-stream"}
     # A partial upload (a piece of a parallel upload) is not announced; the final one is.
