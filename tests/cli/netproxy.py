@@ -27,6 +27,7 @@ class FaultProxy:
         self.bytes_up = 0
         self.patches = 0
         self.checksum_headers: list[str] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []  # (method, lower-cased headers)
         self._loop = asyncio.new_event_loop()
         self._gate: asyncio.Event | None = None
         self._gate_open = gate_open
@@ -82,13 +83,15 @@ class FaultProxy:
                 while True:
                     head = await client_r.readuntil(b"\r\n\r\n")
                     method = head.split(b" ", 1)[0].upper()
-                    length = 0
+                    headers: dict[str, str] = {}
                     for line in head.split(b"\r\n")[1:]:
                         name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value.strip())
-                        if name.strip().lower() == b"upload-checksum":
-                            self.checksum_headers.append(value.strip().decode())
+                        if name.strip():
+                            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+                    self.requests.append((method.decode("latin-1"), headers))
+                    length = int(headers.get("content-length", "0"))
+                    if "upload-checksum" in headers:
+                        self.checksum_headers.append(headers["upload-checksum"])
                     if method == b"PATCH":
                         self.patches += 1
                     await self._send(up_w, head)

@@ -165,22 +165,32 @@ def test_token_is_sent_on_every_request(start_server, data_dir: Path, tmp_path: 
     token = "cli-token-0123456789abcdef"
     server = start_server(auth={"enabled": True, "tokens": [{"token": token, "user": "ci", "role": "service"}]})
     files = make_files(tmp_path / "in", [40_000, 30_000])
-    state = tmp_path / "state.json"
 
-    refused = run_upload([tmp_path / "in"], server.url, state, "--json", "--retry-delay", "0.05")
-    assert refused.returncode != 0, refused
+    refused = run_upload([tmp_path / "in"], server.url, tmp_path / "s1.json", "--json", "--retry-delay", "0.05")
+    assert refused.returncode == 1, refused
     assert len(refused.of("failed")) == 2
     assert all("401" in e["error"] and "--token" in e["error"] for e in refused.of("failed")), refused
 
-    run = run_upload([tmp_path / "in"], server.url, state, "--json", "--wait", "--wait-timeout", "3",
-                     "--wait-interval", "0.2", env={"TUSFLOW_TOKEN": token})
+    proxy = FaultProxy(server.url)
+    try:
+        run = run_upload([tmp_path / "in"], proxy.url_for(server.url), tmp_path / "s2.json", "--json",
+                         "--chunk-size", "16K", "--token", token)
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run
+    methods = {method for method, _ in proxy.requests}
+    assert {"OPTIONS", "POST", "PATCH"} <= methods
+    assert all(h.get("authorization") == f"Bearer {token}" for _, h in proxy.requests), proxy.requests
+
+    waited = run_upload([tmp_path / "in"], server.url, tmp_path / "s3.json", "--json", "--wait",
+                        "--wait-timeout", "2", "--wait-interval", "0.2", env={"TUSFLOW_TOKEN": token})
     for path in files:
-        assert_on_server(data_dir, path, run.one("done", path)["url"])
+        assert_on_server(data_dir, path, waited.one("done", path)["url"])
     # the media API answered (with the token): items are queued, not 401/unavailable
-    media = run.of("media")
+    media = waited.of("media")
     assert media and all(e["state"] in ("queued", "timeout") for e in media), media
-    assert run.returncode == 1, "no worker runs here, so --wait times out and says so"
-    assert run.one("media_summary")["ok"] is False
+    assert waited.returncode == 1, "no worker runs here, so --wait times out and says so"
+    assert waited.one("media_summary")["ok"] is False
 
 
 def test_json_lines_are_one_object_each(shared: Shared, tmp_path: Path) -> None:
