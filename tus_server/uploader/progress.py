@@ -286,8 +286,8 @@ class TtyRenderer(_Renderer):
     def _draw(self, bars: bool) -> None:
         width = max(40, self._width())
         out = [f"\x1b[{self.drawn}F" if self.drawn else "\r"]
-        for line in self.pending:
-            out.append("\x1b[2K" + line[: width - 1] + "\n")
+        for line in self.pending:  # may wrap: they scroll away and are never redrawn
+            out.append("\x1b[2K" + line + "\n")
         self.pending.clear()
         lines = self.bar_lines(width) if bars else []
         out.extend("\x1b[2K" + line + "\n" for line in lines)
