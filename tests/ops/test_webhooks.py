@@ -241,35 +241,46 @@ def test_list_shows_pending_deliveries(webhook_settings: Callable) -> None:
 
 
 # ------------------------------------------------------------------ emitted by the server
-def test_a_finished_upload_is_announced(webhook_settings: Callable, receiver: Receiver,
-                                        start_worker: Callable, start_server: Callable) -> None:
+def test_a_finished_upload_and_its_transcode_are_announced(
+        webhook_settings: Callable, receiver: Receiver, start_worker: Callable, start_server: Callable,
+        tmp_path) -> None:
     import base64
 
     import httpx
-    settings = webhook_settings(events=["upload.completed"])
+
+    from tests.support.media import make_clip
+    clip = make_clip(tmp_path / "lecture.mp4", width=160, height=120, seconds=1.0, fps=10).read_bytes()
+    settings = webhook_settings(events=["upload.completed", "media.ready", "media.failed"])
+    cfg = settings.config_path.read_text() + (
+        '\n[transcode]\npreset = "ultrafast"\n'
+        'ladder = [{ name = "120p", height = 120, video_kbps = 200, audio_kbps = 64 }]\n')
+    settings.config_path.write_text(cfg)
     server = start_server(config=settings.config_path)
-    start_worker(settings, tusflow=True)  # as deployed: it serves the webhooks queue too
+    start_worker(load_settings(settings.config_path, env={}), tusflow=True)  # serves both queues
     meta = "filename " + base64.b64encode("Lecture 1.mp4".encode()).decode()
-    created = httpx.post(server.url, headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5",
+    created = httpx.post(server.url, headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(len(clip)),
                                               "Upload-Metadata": meta}, timeout=10)
     url = created.headers["Location"]
     upload_id = url.rstrip("/").rsplit("/", 1)[1]
-    done = httpx.patch(url, content=b"hello", timeout=10,
-                       headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
-                                "Content-Type": "application/offset+octet-stream"})
+    octet = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    done = httpx.patch(url, content=clip, timeout=30, headers={**octet, "Upload-Offset": "0"})
     assert done.status_code == 204
 
-    [got] = receiver.wait_for(lambda rs: len(rs) >= 1)
-    assert got.signature_ok and got.headers["tusflow-event"] == "upload.completed"
-    data = got.json["data"]
-    assert data["upload_id"] == upload_id and data["media_id"] == upload_id
-    assert data["length"] == 5 and data["metadata"] == {"filename": "Lecture 1.mp4"}
-    assert data["completed_at"] is not None
+    got = receiver.wait_for(lambda rs: len(rs) >= 2, timeout=90)
+    assert all(r.signature_ok for r in got)
+    events = {r.headers["tusflow-event"]: r.json for r in got}
+    assert sorted(events) == ["media.ready", "upload.completed"], [r.body[:300] for r in got]
+    completed = events["upload.completed"]["data"]
+    assert completed["upload_id"] == upload_id and completed["media_id"] == upload_id
+    assert completed["length"] == len(clip) and completed["metadata"] == {"filename": "Lecture 1.mp4"}
+    assert completed["completed_at"] is not None
+    ready = events["media.ready"]["data"]
+    assert ready["media_id"] == upload_id and ready["state"] == "ready"
+    assert ready["renditions"] and ready["duration"] == pytest.approx(1.0, abs=0.3)
     # Completing the same upload again (an empty PATCH at the end) announces nothing new.
-    httpx.patch(url, content=b"", timeout=10, headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "5",
-                                                       "Content-Type": "application/offset+octet-stream"})
+    httpx.patch(url, content=b"", timeout=10, headers={**octet, "Upload-Offset": str(len(clip))})
     time.sleep(1.0)
-    assert len(receiver.requests) == 1
+    assert len(receiver.requests) == 2
 
 
 def test_created_and_deleted_are_announced(webhook_settings: Callable, receiver: Receiver,
