@@ -189,3 +189,10 @@ def test_check_tus_resumable() -> None:
 def test_media_type() -> None:
     assert H.media_type("Application/Offset+Octet-Stream; x=1") == H.OFFSET_CONTENT_TYPE
     assert H.media_type(None) == ""
+
+
+def test_metadata_text_drops_control_characters_but_values_keep_bytes() -> None:
+    raw = "\x00nul\r\nname\t\u200b\x7f.mp4 ü".encode()
+    m = meta(H.encode_metadata({"filename": raw}))
+    assert m.values["filename"] == raw
+    assert m.text("filename") == "nulname.mp4 ü"

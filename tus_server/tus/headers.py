@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from tus_server.tus import errors as E
@@ -48,10 +49,14 @@ class Metadata:
     values: dict[str, bytes]
 
     def text(self, key: str, default: str = "") -> str:
+        """A value as display text for titles, file names and headers. Control characters are
+        dropped: a NUL cannot be stored in a PostgreSQL text column (completion would fail for
+        ever), and CR/LF must never reach a header. The exact bytes stay in ``values``/``raw``."""
         value = self.values.get(key)
         if value is None:
             return default
-        return value.decode("utf-8", errors="replace")
+        text = value.decode("utf-8", errors="replace")
+        return "".join(ch for ch in text if not unicodedata.category(ch).startswith("C") or ch == " ")
 
 
 def parse_metadata(header: str | None, max_size: int, max_pairs: int) -> Metadata:
