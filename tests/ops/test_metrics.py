@@ -158,3 +158,43 @@ def test_transcode_histograms_agree_across_processes_and_survive_deletion(
         s.commit()
     assert value(scrape(two.origin), "tusflow_transcode_duration_seconds_count", outcome="ready") == 1
     engine.dispose()
+
+
+def test_several_server_processes_report_one_sum(start_server: Callable, make_config: Callable,
+                                                 tmp_path) -> None:
+    """Server processes sharing the multiprocess directory (what ``prepare_multiprocess`` sets
+    up for ``tusflow serve --workers N``): whichever one answers the scrape, it reports the
+    sums. Two ``serve`` processes stand in for uvicorn's workers here."""
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    config = make_config()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    one, two = start_server(config=config, env=env), start_server(config=config, env=env)
+    for server, uploads in ((one, 2), (two, 3)):
+        for _ in range(uploads):
+            assert httpx.post(server.url, headers={**TUS, "Upload-Length": "2"}, timeout=10).status_code == 201
+    url = httpx.post(one.url, headers={**TUS, "Upload-Length": "4"}, timeout=10).headers["Location"]
+    assert _patch(url, 0, b"ab").status_code == 204
+    assert _patch(url.replace(one.origin, two.origin), 2, b"cd").status_code == 204
+    assert len(list(shared.glob("counter_*.db"))) == 2, "each process writes its own file"
+    for server in (one, two):
+        samples = scrape(server.origin)
+        assert value(samples, "tusflow_uploads_created_total") == 6
+        assert value(samples, "tusflow_upload_bytes_received_total") == 4
+        assert value(samples, "tusflow_uploads_completed_total") == 1
+        assert value(samples, "tusflow_upload_patch_duration_seconds_count") == 2
+        assert value(samples, "tusflow_uploads_active") == 0
+        assert value(samples, "tusflow_uploads_incomplete") == 5, "database gauges are not summed"
+
+
+def test_prepare_multiprocess_starts_from_an_empty_directory(settings, monkeypatch) -> None:
+    import os
+
+    from tus_server.metrics import MULTIPROC_ENV, prepare_multiprocess
+    monkeypatch.setenv(MULTIPROC_ENV, "placeholder")  # restored (removed) after the test
+    stale = settings.data_dir / "prometheus" / "counter_4242.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by the previous run")
+    path = prepare_multiprocess(settings)
+    assert os.environ[MULTIPROC_ENV] == str(path) and path.is_dir()
+    assert not stale.exists(), "old counts would be added to the new run's"
