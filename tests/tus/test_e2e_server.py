@@ -218,3 +218,22 @@ def test_traversal_targets_on_real_server(start_server, data_dir) -> None:
             assert 400 <= status < 500, (method, target, status)
     assert offset_of(url) == 3 and upload_file(data_dir, url).read_bytes() == b"abc"
     assert server.proc.alive()
+
+
+@pytest.mark.xfail(strict=True, reason="tusflow serve --workers N calls uvicorn's Multiprocess with a "
+                                       "'target' argument uvicorn 0.54 no longer takes (serve.py); "
+                                       "remove this marker with that fix")
+def test_workers_2_share_uploads(start_server) -> None:
+    server = start_server(workers=2)
+
+    def one(i: int) -> bool:
+        data = os.urandom(300_000 + i)
+        url = create(server.url, len(data))
+        for offset in range(0, len(data), 100_000):
+            r = httpx.patch(url, headers={**OCTET, "Upload-Offset": str(offset)},
+                            content=data[offset:offset + 100_000], timeout=30)
+            assert r.status_code == 204, r.text
+        return httpx.get(url, timeout=30).content == data
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        assert all(pool.map(one, range(6)))

@@ -68,3 +68,13 @@ async def test_final_left_unrecorded_completes_on_head(client) -> None:
     assert row(client, final).is_complete
     assert [m.id for m in all_media(client)] == [upload_id(final)]
     assert json.loads(row(client, final).concat_parts) == [upload_id(a)]
+
+
+async def test_get_repairs_a_rename_that_never_happened(client) -> None:
+    url = await new_upload(client, 3)
+    await patch(client, url, 0, b"abc")
+    root = data_dir_of(client)
+    (root / "originals" / upload_id(url)).rename(root / "uploads" / upload_id(url))
+    r = await client.get(url)
+    assert r.status_code == 200 and r.content == b"abc"
+    assert (root / "originals" / upload_id(url)).exists() and not (root / "uploads" / upload_id(url)).exists()

@@ -531,8 +531,13 @@ class TusHandler:
         upload = await self._load(upload_id, request)
         if not upload.is_complete:
             raise E.ERR_NOT_COMPLETE()
-        path = self.ctx.store.layout.resolve(upload.storage_path)
-        if await self.ctx.store.size(path) is None:
+        store = self.ctx.store
+        path = store.layout.resolve(upload.storage_path)
+        if await store.size(path) is None and upload.concat != "partial":
+            # Completion commits before the bytes move to originals/: a process that died in
+            # between left them in uploads/. Moving them is idempotent, so repair it here too.
+            await store.run(store.layout.finalize, upload.id)
+        if await store.size(path) is None:
             raise E.ERR_NOT_FOUND("upload data is no longer stored")
         metadata = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
         filetype = metadata.text("filetype") or metadata.text("type")
