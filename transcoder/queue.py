@@ -96,11 +96,17 @@ def _config_arg(settings: Settings) -> str | None:
 
 
 class _Conn:
-    """Use the caller's Redis client, or open (and close) our own."""
+    """Use the caller's Redis client, or open (and close) our own.
+
+    Our own fails fast (2 s, no retry): the upload-completion path waits on it while a
+    client waits for its final PATCH, and a Redis that does not answer at once is a job for
+    the reconciler, not a reason to hold the upload.
+    """
 
     def __init__(self, settings: Settings, connection: Redis | None):
         self.own = connection is None
-        self.conn = connection if connection is not None else connect(settings)
+        self.conn = connection if connection is not None else connect(settings, timeout=2.0,
+                                                                      retries=0)
 
     def __enter__(self) -> Redis:
         return self.conn
