@@ -46,12 +46,22 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass, run only what reaches the database through these fixtures: any
+    other test would repeat its SQLite run exactly."""
     if selected_database() != "postgres":
         return
     skip = pytest.mark.skip(reason=f"SQLite only ({TEST_DATABASE_ENV}=postgres)")
+    kept, dropped = [], []
     for item in items:
+        if "database_url" not in getattr(item, "fixturenames", ()):
+            dropped.append(item)
+            continue
         if item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def sha256_file(path: Path) -> str:
@@ -88,12 +98,29 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     postgres_server.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: PostgresServer) -> str:
+    """A database migrated to head, copied for each test of the PostgreSQL pass: a copy is
+    cheaper than migrating from scratch in every test (tests/deploy covers that path)."""
+    from models.db import migrate
+    name = postgres_server.new_database_name("template")
+    url = postgres_server.create_database(name)
+    migrate(Settings().replace(database={"url": url}))  # disposes its engine: the copy needs no session open
+    return name
+
+
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest) -> str:
-    """The ``[database] url`` the shared fixtures write: "" = SQLite in data_dir."""
-    if selected_database() == "postgres":
-        return request.getfixturevalue("postgres_url")
-    return ""
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The ``[database] url`` the shared fixtures write: "" = SQLite in data_dir; on the
+    PostgreSQL pass, an empty database at the newest migration, emptied again afterwards."""
+    if selected_database() != "postgres":
+        yield ""
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    template: str = request.getfixturevalue("postgres_template")
+    name = server.acquire(template, request.node.name[:24])
+    yield server.url(name)
+    server.release(name, template)
 
 
 @pytest.fixture
