@@ -192,7 +192,16 @@ def record(session: Session, settings: Settings, event: str, data: dict[str, Any
 
 def enqueue(settings: Settings, engine: Engine, ids: Iterable[str]) -> list[str]:
     """Wake the deliveries whose wake-up has not reached Redis yet; returns those enqueued.
-    Never raises: a Redis outage leaves the rows for ``sweep``."""
+    Never raises: callers have already committed the change being announced, and a row left
+    un-enqueued is picked up by ``sweep``."""
+    try:
+        return _enqueue(settings, engine, list(ids))
+    except Exception as exc:
+        log.warning("webhooks %s not enqueued (the sweep retries): %s", list(ids), exc)
+        return []
+
+
+def _enqueue(settings: Settings, engine: Engine, ids: list[str]) -> list[str]:
     claimed = []
     now = utcnow()
     with session_scope(engine) as s:
@@ -204,18 +213,17 @@ def enqueue(settings: Settings, engine: Engine, ids: Iterable[str]) -> list[str]
     if not claimed:
         return []
     try:
-        conn = redis_connection(settings)
+        # Short timeout: this runs while a client waits for its POST or final PATCH.
+        conn = redis_connection(settings, timeout=2.0)
         try:
             for delivery_id in claimed:
                 _wake(settings, conn, delivery_id)
         finally:
             conn.close()
-    except Exception as exc:
-        log.warning("webhooks %s not enqueued (the sweep retries): %s", claimed, exc)
-        with session_scope(engine) as s:
-            s.exec(update(WD).where(col(WD.id).in_(claimed))
-                   .values(enqueued_at=None))
-        return []
+    except Exception:
+        with session_scope(engine) as s:  # hand the rows to the sweep at once
+            s.exec(update(WD).where(col(WD.id).in_(claimed)).values(enqueued_at=None))
+        raise
     return claimed
 
 
