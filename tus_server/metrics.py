@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.config import Settings
 from models.metrics import TranscodeRun
-from models.tables import Media, MediaState, Upload, utcnow
+from models.tables import Media, MediaState, Upload
 from tus_server.context import AppContext
 
 log = logging.getLogger("tusflow.metrics")
