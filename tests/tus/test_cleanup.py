@@ -25,6 +25,13 @@ def _age(client, url: str, seconds: float) -> None:
 
 
 def _cleanup(client, *args: str) -> str:
+    """In-process (fast); the command line itself is run once, in the first test."""
+    from tus_server.commands.cleanup import cleanup
+    dry_run = "--dry-run" in args
+    return cleanup(client.settings, dry_run=dry_run).line(dry_run)
+
+
+def _cleanup_cli(client, *args: str) -> str:
     config = client.settings.config_path
     out = subprocess.run([TUSFLOW, "cleanup", "--config", str(config), *args], capture_output=True,
                          text=True, timeout=60)
@@ -60,7 +67,7 @@ async def test_cleanup_removes_expired_and_orphans_only(client) -> None:
     for path in (orphan, stray_lock, root / "uploads" / f"{upload_id(fresh)}.stage", done_lock, fresh_lock):
         os.utime(path, (old, old))
 
-    dry = _cleanup(client, "--dry-run")
+    dry = _cleanup_cli(client, "--dry-run")
     assert "would remove 1 expired uploads, 1 expired partials, 4 orphan files" in dry
     assert row(client, expired) is not None and orphan.exists()
 
