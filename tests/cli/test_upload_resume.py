@@ -75,14 +75,15 @@ def test_killed_mid_run_resumes_from_the_server_offset_then_skips(shared: Shared
 
 def test_cut_connections_are_retried_until_every_file_is_complete(shared: Shared, tmp_path: Path) -> None:
     files = make_files(tmp_path / "in", [700_000, 450_000, 300_000])
-    proxy = CuttingProxy(shared.url, cut_every=180_000, max_cuts=6)
+    proxy = CuttingProxy(shared.url, cut_every=150_000, max_cuts=6)
     try:
         run = run_upload([tmp_path / "in"], proxy.url_for(shared.url), tmp_path / "state.json", "--json",
                          "--chunk-size", "64K", "--jobs", "2", "--retry-delay", "0.05", "--retries", "4")
     finally:
         proxy.close()
     assert run.returncode == 0, run
-    assert proxy.cuts == 6
+    # max_cuts is checked when a connection opens, so parallel connections can pass it by one or two
+    assert proxy.cuts >= 6
     retries = run.of("retry")
     assert len(retries) >= 3, run
     for path in files:
