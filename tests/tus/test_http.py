@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from models.tables import Upload
-from tests.tus.tushelp import (BASE, OCTET, TUS, all_media, b64, create, data_dir_of, head, new_upload,
+from tests.tus.tushelp import (BASE, TUS, all_media, b64, create, data_dir_of, head, new_upload,
                                patch, row, upload_bytes, upload_id)
 from tus_server.tus.handlers import TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks

@@ -15,7 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from email.utils import format_datetime
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 import anyio.to_thread
 from sqlmodel import Session
