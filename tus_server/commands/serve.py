@@ -58,6 +58,9 @@ def serve(settings, host: str, port: int, workers: int = 1) -> int:  # type: ign
     if settings.config_path:
         os.environ[CONFIG_ENV] = str(settings.config_path)
     from uvicorn.supervisors import Multiprocess
+
+    from tus_server.metrics import prepare_multiprocess
+    prepare_multiprocess(settings)
     config = uvicorn.Config("tus_server.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
-    Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    Multiprocess(config, sockets=[sock]).run()
     return 0
