@@ -110,7 +110,7 @@ class TusHandler:
         except E.TusError as err:
             response = self.error_response(err)
         except Exception:  # answer with tus and CORS headers so clients can retry
-            log.exception("unexpected error in %s %s", method, scope.get("path"))
+            log.exception("unexpected error in %s %r", method, scope.get("path"))
             response = self.error_response(E.ERR_INTERNAL())
         if method == "HEAD":
             response.headers["Cache-Control"] = "no-store"
