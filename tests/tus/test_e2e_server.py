@@ -36,14 +36,6 @@ def upload_file(data_dir: Path, url: str) -> Path:
     return data_dir / "uploads" / url.rsplit("/", 1)[-1]
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_sigkill_mid_patch_then_restart_and_finish(start_server, data_dir) -> None:
     data = os.urandom(8 * 1024 * 1024)
     server = start_server()
