@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 
 from models.config import Settings, load_settings
 from tus_server.auth import setup as auth_setup
@@ -71,7 +71,9 @@ def create_app(settings: Settings) -> Starlette:
     base = settings.server.base_path.rstrip("/")
     metrics = Metrics(ctx)  # measures the tus endpoint from outside, serves /metrics
     auth = auth_setup.build(settings, ctx.engine)  # who may do what: see tus_server/auth
-    routes: list[BaseRoute] = [Mount(base, app=metrics.instrument(tus_handler(ctx, auth.guard)))]
+    tus_app = metrics.instrument(tus_handler(ctx, auth.guard))
+    # The collection answers without its trailing slash too: a redirect would drop tus headers.
+    routes: list[BaseRoute] = [Route(base, endpoint=tus_app), Mount(base, app=tus_app)]
     routes.extend(auth.routes)
     routes.extend(extra_routes(ctx))
     routes.extend(metrics.routes())
