@@ -100,8 +100,8 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
 
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server: PostgresServer) -> str:
-    """A database migrated to head, copied for each test of the PostgreSQL pass: a copy is
-    cheaper than migrating from scratch in every test (tests/deploy covers that path)."""
+    """A database migrated to head that the PostgreSQL pass copies its databases from: a copy
+    is cheaper than migrating from scratch in every test (tests/deploy covers that path)."""
     from models.db import migrate
     name = postgres_server.new_database_name("template")
     url = postgres_server.create_database(name)
