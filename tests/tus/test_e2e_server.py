@@ -212,9 +212,6 @@ def test_traversal_targets_on_real_server(start_server, data_dir) -> None:
     assert server.proc.alive()
 
 
-@pytest.mark.xfail(strict=True, reason="tusflow serve --workers N calls uvicorn's Multiprocess with a "
-                                       "'target' argument uvicorn 0.54 no longer takes (serve.py); "
-                                       "remove this marker with that fix")
 def test_workers_2_share_uploads(start_server) -> None:
     server = start_server(workers=2)
 

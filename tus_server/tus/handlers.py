@@ -177,11 +177,14 @@ class TusHandler:
         return {"Upload-Expires": format_datetime(_aware(upload.expires_at), usegmt=True)}
 
     # ------------------------------------------------------------------ shared checks
-    async def _load(self, upload_id: str, request: Request | None = None) -> Upload:
+    async def _load(self, upload_id: str, request: Request | None = None, locked: bool = False) -> Upload:
         """With the request, also the owner check (404 for others), before the expiry check so
-        a non-owner cannot even learn that an expired upload existed."""
+        a non-owner cannot even learn that an expired upload existed. ``locked``: called with
+        the upload's lock held, whose file this request may just have created."""
         upload = await self.ctx.repo.get(upload_id)
         if upload is None:
+            if locked:
+                self.ctx.locks.forget(upload_id)  # no lock file stays behind for an unknown id
             raise E.ERR_NOT_FOUND()
         if request is not None and self.ctx.guard is not None:
             self.ctx.guard.check_owner(request, upload)
@@ -200,7 +203,7 @@ class TusHandler:
             return upload
         store = self.ctx.store
         path = store.path(upload.id)
-        size = await store.size(path)
+        size = store.size_now(path)  # one stat: cheaper inline than a hop to the pool per request
         if size is None:
             raise E.ERR_NOT_FOUND("upload data is missing")
         if upload.length is not None and size > upload.length:
@@ -350,12 +353,10 @@ class TusHandler:
 
     # ------------------------------------------------------------------ HEAD
     async def head(self, request: Request, upload_id: str) -> Response:
-        upload = await self._load(upload_id, request)
-        if not upload.is_complete:
-            # Taking the lock asks a dead or stalled PATCH to save and stop, so the offset
-            # answered here is the one the data backs (T92/T93).
-            async with self.ctx.locks.hold(upload_id):
-                upload = await self._reconcile(await self._load(upload_id))
+        # Taking the lock asks a dead or stalled PATCH to save and stop, so the offset answered
+        # here is the one the data backs (T92/T93).
+        async with self.ctx.locks.hold(upload_id, lambda: self._load(upload_id, request)):
+            upload = await self._reconcile(await self._load(upload_id, request, locked=True))
         headers = {"Upload-Offset": str(upload.offset)}
         if upload.length is not None:
             headers["Upload-Length"] = str(upload.length)
@@ -380,9 +381,8 @@ class TusHandler:
         new_length = H.parse_uint(declared, E.ERR_INVALID_LENGTH) if declared is not None else None
         checksum = H.parse_checksum(h.get("upload-checksum"))
         content_length = self._content_length(h)
-        await self._load(upload_id, request)
-        async with self.ctx.locks.hold(upload_id) as lock:
-            upload = await self._reconcile(await self._load(upload_id))
+        async with self.ctx.locks.hold(upload_id, lambda: self._load(upload_id, request)) as lock:
+            upload = await self._reconcile(await self._load(upload_id, request, locked=True))
             if _is_final(upload):
                 raise E.ERR_MODIFY_FINAL()
             if offset != upload.offset:
@@ -512,9 +512,8 @@ class TusHandler:
 
     # ------------------------------------------------------------------ DELETE
     async def delete(self, request: Request, upload_id: str) -> Response:
-        await self._load(upload_id, request)
-        async with self.ctx.locks.hold(upload_id):  # stops an in-flight PATCH first
-            upload = await self._load(upload_id)
+        async with self.ctx.locks.hold(upload_id, lambda: self._load(upload_id, request)):  # stops an in-flight PATCH first
+            upload = await self._load(upload_id, request, locked=True)
             store = self.ctx.store
             paths = [store.path(upload_id), store.staging_path(upload_id)]
             if not (upload.is_complete and upload.concat != "partial"):

@@ -15,7 +15,7 @@ import os
 import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 from tus_server.tus import errors as E
 
@@ -37,12 +37,19 @@ class UploadLocks:
         self.timeout = timeout
 
     @asynccontextmanager
-    async def hold(self, upload_id: str) -> AsyncIterator[LockHandle]:
+    async def hold(self, upload_id: str,
+                   precheck: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[LockHandle]:
+        """Hold the upload's lock. ``precheck`` runs only when another request holds it, before
+        that one is asked to stop: a request bound to fail (unknown, expired, not the owner's)
+        must never interrupt a running upload, and the usual free lock costs no extra read."""
         lock_path = self.lock_dir / f"{upload_id}.lock"
         release_path = self.lock_dir / f"{upload_id}.release"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            await self._acquire(fd, release_path)
+            if not _try_flock(fd):
+                if precheck is not None:
+                    await precheck()
+                await self._acquire(fd, release_path)
             try:
                 release_path.unlink(missing_ok=True)
                 yield LockHandle(release_path)
@@ -55,11 +62,8 @@ class UploadLocks:
         deadline = time.monotonic() + self.timeout
         last_request = 0.0
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _try_flock(fd):
                 return
-            except BlockingIOError:
-                pass
             now = time.monotonic()
             if now >= deadline:
                 raise E.ERR_LOCKED()
@@ -79,9 +83,7 @@ class UploadLocks:
         or wait for a live request): yields whether it was taken."""
         fd = os.open(self.lock_dir / f"{upload_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_flock(fd):
                 yield False
                 return
             try:
@@ -90,3 +92,11 @@ class UploadLocks:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False

@@ -18,6 +18,9 @@ from typing import Any, Callable, TypeVar
 from models.layout import Layout
 
 BATCH_BYTES = 1 << 20
+# While the writer thread is idle it gets what there is from 256 KiB on, so a small PATCH is
+# written while it arrives instead of all at its end; a busy writer lets batches grow to 1 MiB.
+FIRST_BATCH_BYTES = 256 << 10
 BATCH_CHUNKS = 256  # tiny chunks from a slow client must not pile up as many objects
 IOV_MAX = 1024
 T = TypeVar("T")
@@ -42,12 +45,14 @@ class FileStore:
         await self.run(_create)
 
     async def size(self, path: Path) -> int | None:
-        def _size() -> int | None:
-            try:
-                return os.stat(path).st_size
-            except FileNotFoundError:
-                return None
-        return await self.run(_size)
+        return await self.run(self.size_now, path)
+
+    @staticmethod
+    def size_now(path: Path) -> int | None:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
 
     async def truncate(self, path: Path, length: int) -> None:
         await self.run(os.truncate, path, length)
@@ -171,7 +176,8 @@ class Appender:
             raise self.failed
         self._buffer.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered >= BATCH_BYTES or len(self._buffer) >= BATCH_CHUNKS:
+        if (self._buffered >= BATCH_BYTES or len(self._buffer) >= BATCH_CHUNKS
+                or (self._buffered >= FIRST_BATCH_BYTES and (self._inflight is None or self._inflight.done()))):
             await self._flush_async()
 
     async def _flush_async(self) -> None:
