@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from models.layout import Layout
-from tests.tus.tushelp import head, new_upload, row, upload_bytes, upload_id
+from tests.tus.tushelp import data_dir_of, head, new_upload, row, upload_bytes, upload_id
 from tus_server.tus.body import BodyEnd, BodyReader
 from tus_server.tus.store import FileStore
 
@@ -168,3 +168,69 @@ async def test_appender_handles_many_small_chunks(tmp_path: Path) -> None:
         assert await appender.close() == len(data)
         assert (tmp_path / "g").read_bytes() == b"pre" + data
         assert hasher.digest() == hashlib.sha256(data).digest()
+
+
+async def _asgi(app, method: str, url: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, str]]:
+    path = "/files/" + upload_id(url)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "server": ("testserver", 80), "client": ("1.2.3.4", 5),
+             "headers": [(b"host", b"testserver"), (b"tus-resumable", b"1.0.0")] + headers}
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+    await app(scope, Script([], "finish"), send)
+    return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+
+
+async def test_request_bound_to_fail_never_interrupts_a_running_upload(client) -> None:
+    """Only a request that passed the checks may ask the holder of an upload to stop."""
+    from tus_server.tus import errors as E
+    from tus_server.tus.handlers import TusContext, TusHandler
+    from tus_server.tus.locks import UploadLocks
+    from tus_server.tus.repo import UploadRepo
+
+    class Guard:
+        def check_owner(self, request, upload) -> None:  # type: ignore[no-untyped-def]
+            if request.headers.get("x-user") == "mallory":
+                raise E.ERR_NOT_FOUND()
+
+    ctx, settings = client.app.state.ctx, client.settings
+    handler = TusHandler(TusContext(settings=settings, repo=UploadRepo(ctx.engine, settings.uploads.expiration),
+                                    store=FileStore(ctx.layout, False, ctx.executor),
+                                    locks=UploadLocks(ctx.layout.locks, 2.0), completion=NoListener(),
+                                    guard=Guard()))  # type: ignore[arg-type]
+    url = await new_upload(client, 100)
+    script = Script([b"hello"], "stall")
+    running = asyncio.ensure_future(call(handler, url, 0, script))
+    await asyncio.wait_for(script.stalled.wait(), 5)
+    for method in ("HEAD", "DELETE"):
+        status, _ = await _asgi(handler, method, url, [(b"x-user", b"mallory")])
+        assert status == 404
+    await asyncio.sleep(0.6)  # longer than the holder's release checks
+    assert not running.done(), "a refused request interrupted the upload"
+    status, headers = await _asgi(handler, "HEAD", url, [])
+    assert status == 200 and headers["upload-offset"] == "5"
+    status, _ = await asyncio.wait_for(running, 5)
+    assert status == 400
+
+
+async def test_unknown_ids_leave_no_lock_files(client) -> None:
+    unknown = "/files/" + "9" * 32
+    for method in ("HEAD", "PATCH", "DELETE"):
+        status, _ = await _asgi(client.app, method, unknown, [(b"content-type", b"application/offset+octet-stream"),
+                                                                 (b"upload-offset", b"0")])
+        assert status == 404
+    assert not list((data_dir_of(client) / "locks").glob("9999*"))
+
+
+class NoListener:
+    def in_transaction(self, session, upload) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    async def after_commit(self, upload) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        return {}
+
+    def headers_for(self, upload) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        return {}
