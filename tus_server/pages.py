@@ -6,6 +6,13 @@ by default). ``/media/{id}`` is the player page and
 ``/media/{id}/{file}`` is delivery (delivery.py): the one-segment path never reaches delivery.
 tus-js-client and hls.js come from ``node_modules`` (npm, lock committed) and are served from
 this origin under ``/static/vendor/`` so the pages need no third-party host.
+
+With ``[auth] enabled`` a page may be loaded by a navigation that carries no credential (the
+platform hands the token over in the URL fragment, see static/js/auth.js and the README): the
+middleware then names the principal ``unidentified`` and the page is an empty shell. The upload
+and list pages hold no user data anyway; the player page leaves out title and description, so
+its shell is the same for every id and confirms nothing. The script fills everything in from
+the API, which does need the token.
 """
 
 from __future__ import annotations
@@ -57,8 +64,18 @@ SECURITY_HEADERS = {
 # hls.js runs its transmuxer in a blob: worker and feeds MSE from blob: URLs.
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
             "worker-src 'self' blob:; connect-src 'self'; style-src 'self'; script-src 'self'; "
-            "object-src 'none'; base-uri 'none'; frame-ancestors 'self'; form-action 'self'")
+            "object-src 'none'; base-uri 'none'; frame-ancestors {ancestors}; form-action 'self'")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _TOKEN = re.compile(r"\{\{\{(\w+)\}\}\}|\{\{t:([\w.]+)\}\}|\{\{(\w+)\}\}")
+
+
+def host_origins(settings: Settings) -> list[str]:
+    """Origins of the platform that may embed the pages (CSP frame-ancestors) and push a token
+    into them (``tusflow:token`` messages): the explicit ``[cors] allow_origins``, which already
+    name the platform's origins that call the API from a browser. ``"*"`` is not taken: a page
+    any site may frame, and accept a token from, would let that site make a teacher upload
+    into the site's account."""
+    return [o.rstrip("/") for o in settings.cors.allow_origins if _ORIGIN.fullmatch(o.rstrip("/"))]
 
 
 def node_modules_dirs(settings: Settings) -> list[Path]:
@@ -149,15 +166,25 @@ class Pages:
         self.strings = Strings()
         self.templates = Templates()
         self.vendor_dirs = node_modules_dirs(settings)
+        self.hosts = host_origins(settings)
+        self.csp = PAGE_CSP.format(ancestors=" ".join(["'self'", *self.hosts]))
 
     def _config(self) -> dict[str, Any]:
         uploads = self.settings.uploads
+        auth = self.settings.auth
         return {
             "endpoint": self.settings.server.base_path,
             "chunkSize": uploads.client_chunk_size,
             "maxSize": uploads.max_size,
             "retryDelays": [0, 1000, 3000, 5000, 10000, 20000, 30000],
             "redirectDelayMs": 400,
+            # what the page's credential handling needs (static/js/auth.js); no secret in here
+            "auth": {
+                "enabled": auth.enabled,
+                "queryToken": auth.query_token,
+                "cookieName": auth.cookie_name,
+                "hostOrigins": self.hosts,
+            },
         }
 
     def render(self, request: Request, page: str, title_key: str, content: dict[str, Any],
@@ -179,7 +206,7 @@ class Pages:
             "current_media": ' aria-current="page"' if page in ("media", "player") else "",
         })
         return HTMLResponse(document, status_code=status, headers={
-            **SECURITY_HEADERS, "Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+            **SECURITY_HEADERS, "Content-Security-Policy": self.csp, "Cache-Control": "no-cache"})
 
     async def upload(self, request: Request) -> Response:
         return self.render(request, "upload", "upload.page_title", {})
@@ -189,6 +216,13 @@ class Pages:
 
     async def player(self, request: Request) -> Response:
         media_id = request.path_params["media_id"]
+        principal = getattr(request.state, "principal", None)
+        if is_media_id(media_id) and principal is not None and principal.via == "unidentified":
+            # no database read: the shell must not differ between ids that exist and ids that do not
+            strings = self.strings.catalog(self.strings.pick(request.headers.get("accept-language")))
+            return self.render(request, "player", "player.shell_title",
+                               {"heading": strings.get("player.shell_title", ""), "description": ""},
+                               extra={"mediaId": media_id})
         found = await anyio.to_thread.run_sync(self._title_of, media_id) if is_media_id(media_id) else None
         if found is None:
             return self.not_found(request, "player.not_found")

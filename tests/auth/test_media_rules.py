@@ -77,8 +77,38 @@ async def test_player_page_is_404_for_others(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/media/{ALICE_MEDIA}", headers=bearer(ALICE_TOKEN))).status_code == 200
     assert (await client.get(f"/media/{ALICE_MEDIA}", headers=bearer(BOB_TOKEN))).status_code == 404
     assert (await client.get(f"/media/{ALICE_MEDIA}?token={ADMIN_TOKEN}")).status_code == 200
-    assert (await client.get("/")).status_code == 401
+    assert (await client.get(f"/media/{ALICE_MEDIA}?token={BOB_TOKEN}")).status_code == 404
     assert (await client.get(f"/?token={ALICE_TOKEN}")).status_code == 200
+
+
+async def test_page_shells_load_without_a_credential_and_hold_no_user_data(client: httpx.AsyncClient) -> None:
+    """The platform hands the token over in the fragment (#token=), which no request carries,
+    and the page keeps it in sessionStorage, which a navigation cannot send: the shells load
+    without one, and the player's shell says nothing about the media, not even whether it
+    exists, while every data request still needs the token."""
+    for path in ("/", "/media"):
+        r = await client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+        assert "alice" not in r.text and "bob" not in r.text
+    alice = await client.get(f"/media/{ALICE_MEDIA}")
+    unknown = await client.get(f"/media/{'9' * 32}")
+    assert alice.status_code == unknown.status_code == 200
+    assert "alice's lecture" not in alice.text and "alice" not in alice.text
+    assert alice.text.replace(ALICE_MEDIA, "9" * 32) == unknown.text
+    # a stale cookie or query token gives the shell too (the page says the session expired) ...
+    stale = hs_token("alice", ttl=-120)
+    assert "alice's lecture" not in (await client.get(f"/media/{ALICE_MEDIA}?token={stale}")).text
+    client.cookies.set("tusflow_token", stale)
+    assert (await client.get("/media")).status_code == 200
+    client.cookies.clear()
+    # ... but a bad Authorization header (never sent by a navigation) is still refused,
+    assert (await client.get("/", headers=bearer("wrong-token-0123456789"))).status_code == 401
+    # no credential opens no data, and a shell is only for GET/HEAD
+    assert (await client.get("/api/media")).status_code == 401
+    assert (await client.get(f"/api/media/{ALICE_MEDIA}")).status_code == 401
+    assert (await client.get(f"/media/{ALICE_MEDIA}/poster.jpg")).status_code == 401
+    assert (await client.post("/media")).status_code == 401
+    assert (await client.head("/")).status_code == 200
 
 
 async def test_delivery_with_a_token_is_for_owner_and_admin(client: httpx.AsyncClient) -> None:

@@ -17,7 +17,16 @@ Paths:
 - every OPTIONS (CORS preflight and tus capability discovery), ``/healthz``, ``/readyz`` and
   ``[auth] public_paths`` (static JS/CSS) need nothing; ``/metrics`` needs an admin or service
   token only when ``[auth] protect_metrics`` is on;
-- ``/media/<id>`` (the player page) answers 404 to users who may not see the item;
+- the page shells (``/``, ``/media``, ``/media/<id>``) on GET/HEAD without an Authorization
+  header and without a valid query token or cookie are served to an *unidentified* principal
+  (``principal.unidentified``): the platform hands the page its token in the URL fragment
+  (``#token=``), which a browser never sends, and a page keeps it in sessionStorage, which a
+  navigation cannot send either. The shell holds no user data (pages.py renders the player
+  page without title or description for it, the same for every id) and every byte of data
+  comes from the API, which still needs the token. A stale cookie or query token must not
+  turn the page into a bare 401 either: the page itself says the session expired;
+- ``/media/<id>`` (the player page) answers 404 to users who may not see the item, when they
+  proved who they are;
 - ``/media/<id>/<file>`` (HLS, poster, storyboard): a valid playback signature (``exp``/``sig``)
   opens the item's files for anyone holding the link; otherwise the caller must be allowed to
   see the item (owner or privileged; others get 404). With ``[auth] signed_playback`` on, a
@@ -45,7 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tus_server.auth import errors as E
 from tus_server.auth.access import can_access
 from tus_server.auth.authenticator import Authenticator
-from tus_server.auth.principal import Principal, anonymous
+from tus_server.auth.principal import Principal, anonymous, unidentified
 from tus_server.auth.signing import PlaybackGrant, PlaybackSigner, rewrite_playlist
 
 TUS_VERSION = "1.0.0"
@@ -53,6 +62,7 @@ EXEMPT_PATHS = ("/healthz", "/readyz")
 METRICS_PATH = "/metrics"
 DELIVERY = re.compile(r"^/media/([0-9a-f]{32})/(.+)$")
 PLAYER_PAGE = re.compile(r"^/media/([0-9a-f]{32})/?$")
+PAGE_SHELLS = ("/", "/media")
 SAFE_METHODS = ("GET", "HEAD")
 _PLAYLIST_STRIPPED = (b"accept-encoding", b"if-none-match", b"if-modified-since", b"range", b"if-range")
 _PLAYLIST_DROPPED = (b"content-length", b"etag", b"last-modified", b"cache-control", b"content-encoding",
@@ -104,11 +114,25 @@ class AuthMiddleware:
         delivery = DELIVERY.match(path)
         if delivery:
             return await self._delivery(scope, send, delivery.group(1), path)
-        principal = self._principal(scope)
         player = PLAYER_PAGE.match(path)
-        if player:  # the page shows the title: same rule as the media itself
-            await self._require_owner(principal, player.group(1))
-        return _with_principal(scope, principal), send
+        if player or path in PAGE_SHELLS:
+            principal = self._page_principal(scope)
+            if player and principal.via != "unidentified":  # the page shows the title
+                await self._require_owner(principal, player.group(1))
+            return _with_principal(scope, principal), send
+        return _with_principal(scope, self._principal(scope)), send
+
+    def _page_principal(self, scope: Scope) -> Principal:
+        """Who loads a page. A navigation that proves nobody (auth on, no Authorization header
+        — a browser navigation never has one, and an API client sending a bad one keeps its
+        401 — and no valid query token or cookie) gets the empty shell as ``unidentified``."""
+        if not self.options.enabled or scope["method"] not in SAFE_METHODS or "authorization" in _headers(scope):
+            return self._principal(scope)
+        try:
+            principal = self._authenticated(scope)
+        except E.AuthError:
+            principal = None
+        return principal if principal is not None else unidentified()
 
     # ------------------------------------------------------------------ credentials
     def _credential(self, scope: Scope) -> str | None:

@@ -19,7 +19,7 @@ class Principal:
     user: str
     role: str = "user"
     max_upload_size: int | None = None  # from a JWT claim; None = only the global limit
-    via: str = "token"  # "token", "jwt", "anonymous" (auth disabled) or "signed-url"
+    via: str = "token"  # "token", "jwt", "anonymous" (auth disabled), "signed-url" or "unidentified"
 
     @property
     def privileged(self) -> bool:
@@ -36,3 +36,10 @@ def anonymous() -> Principal:
     """The principal of every request when ``[auth] enabled = false``: a single-machine install
     has one operator, who must see and manage everything, so it is an admin."""
     return Principal(user=ANONYMOUS_USER, role="admin", via="anonymous")
+
+
+def unidentified() -> Principal:
+    """The principal of a page-shell navigation that carried no usable credential (auth on):
+    it may load the empty page, whose script then brings the token to the API. No user name, no
+    privilege: anything that checks ownership finds nothing it owns."""
+    return Principal(user="", role="user", via="unidentified")
