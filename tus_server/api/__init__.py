@@ -12,6 +12,7 @@ from tus_server.api.changes import ChangeDetector
 from tus_server.api.events import ChangeFeed, EventStream, stopping_flag
 from tus_server.api.items import MediaCatalog
 from tus_server.api.jobs import JobQueue
+from tus_server.api.links import playback_links
 from tus_server.api.media import MediaApi
 from tus_server.context import AppContext
 
@@ -19,8 +20,9 @@ from tus_server.context import AppContext
 def routes(ctx: AppContext) -> list[BaseRoute]:
     jobs = JobQueue(ctx.settings, ctx.engine)
     catalog = MediaCatalog(ctx.engine, ctx.layout, jobs)
-    api = MediaApi(catalog, jobs, ctx.engine, ctx.layout, ctx.settings.server.base_path)
-    events = EventStream(ChangeFeed(ChangeDetector(catalog)), stopping_flag(ctx))
+    links = playback_links(ctx.settings)  # None unless [auth] signed_playback
+    api = MediaApi(catalog, jobs, ctx.engine, ctx.layout, ctx.settings.server.base_path, links)
+    events = EventStream(ChangeFeed(ChangeDetector(catalog), links=links), stopping_flag(ctx))
 
     return [
         Route("/api/media", api.list, methods=["GET"]),

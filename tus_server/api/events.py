@@ -4,6 +4,9 @@ One ``ChangeFeed`` per app (so per process) runs one detector while anybody list
 it when the last listener leaves. Each subscriber has a bounded queue: a browser that stops
 reading cannot make the server hold an ever-growing backlog. When its queue overflows the
 backlog is dropped and the subscriber is told to ``resync`` (re-read the list) instead.
+
+With signed playback an item's file URLs are signed for each subscriber's user (links.py), so
+the message is made per subscriber; without it one message is shared by all.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tus_server.api.access import EVERYONE, Viewer, viewer_of
 from tus_server.api.changes import ChangeDetector, Changes
 from tus_server.api.errors import json_error
 from tus_server.api.ids import is_media_id
+from tus_server.api.links import PlaybackLinks, signing_user
 
 log = logging.getLogger("tusflow.events")
 
@@ -39,6 +43,7 @@ class Subscriber:
     queue: asyncio.Queue[str]
     viewer: Viewer = EVERYONE
     overflowed: bool = False
+    user: str = ""  # whom signed playback links are made for
 
     def wants(self, media_id: str, owner: str | None) -> bool:
         return (self.only is None or media_id in self.only) and self.viewer.sees(owner)
@@ -62,9 +67,11 @@ class ChangeFeed:
     queue_size: int = 256
     subscribers: set[Subscriber] = field(default_factory=set)
     _task: asyncio.Task[None] | None = None
+    links: PlaybackLinks | None = None
 
-    def subscribe(self, only: frozenset[str] | None = None, viewer: Viewer = EVERYONE) -> Subscriber:
-        sub = Subscriber(only, asyncio.Queue(self.queue_size), viewer)
+    def subscribe(self, only: frozenset[str] | None = None, viewer: Viewer = EVERYONE,
+                  user: str = "") -> Subscriber:
+        sub = Subscriber(only, asyncio.Queue(self.queue_size), viewer, user=user)
         self.subscribers.add(sub)
         if self._task is None or self._task.done():
             self.detector.reset()
@@ -82,7 +89,7 @@ class ChangeFeed:
             message = sse("media", item)
             for sub in list(self.subscribers):
                 if sub.wants(item["id"], item.get("owner")):
-                    sub.offer(message)
+                    sub.offer(sse("media", self.links.sign(item, sub.user)) if self.links else message)
         for media_id, owner in changes.deleted:
             message = sse("delete", {"id": media_id})
             for sub in list(self.subscribers):
@@ -125,7 +132,7 @@ class EventStream:
             if not ids or len(ids) > 100 or not all(is_media_id(i) for i in ids):
                 return json_error(400, "ids must be up to 100 comma-separated 32-hex-digit media ids")
             only = frozenset(ids)
-        sub = self.feed.subscribe(only, viewer_of(request))
+        sub = self.feed.subscribe(only, viewer_of(request), signing_user(request))
         return StreamingResponse(self._stream(sub), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache, no-transform",
                                           "X-Accel-Buffering": "no",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
@@ -24,6 +25,7 @@ from tus_server.api.errors import json_error
 from tus_server.api.ids import is_media_id
 from tus_server.api.items import DEFAULT_LIMIT, MAX_LIMIT, CursorError, MediaCatalog
 from tus_server.api.jobs import JobQueue, QueueUnavailable
+from tus_server.api.links import PlaybackLinks, signing_user
 from transcoder import notify
 
 log = logging.getLogger("tusflow.api")
@@ -34,12 +36,17 @@ BAD_ID = "media id must be 32 lowercase hexadecimal digits"
 
 class MediaApi:
     def __init__(self, catalog: MediaCatalog, jobs: JobQueue, engine: Engine, layout: Layout,
-                 tus_base_path: str):
+                 tus_base_path: str, links: PlaybackLinks | None = None):
         self.catalog = catalog
         self.jobs = jobs
         self.engine = engine
         self.layout = layout
         self.tus_base_path = tus_base_path.rstrip("/") + "/"
+        self.links = links
+
+    def _signed(self, request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items as this caller may load their files (see links.py); unchanged without signing."""
+        return self.links.sign_all(items, signing_user(request)) if self.links else items
 
     async def list(self, request: Request) -> Response:
         q = request.query_params
@@ -48,7 +55,7 @@ class MediaApi:
             if len(ids) > MAX_LIMIT or not all(is_media_id(i) for i in ids):
                 return json_error(400, f"ids must be up to {MAX_LIMIT} comma-separated media ids")
             items = await anyio.to_thread.run_sync(self.catalog.many, ids, viewer_of(request))
-            return JSONResponse({"items": items, "next": None}, headers=NO_STORE)
+            return JSONResponse({"items": self._signed(request, items), "next": None}, headers=NO_STORE)
         try:
             limit = int(q.get("limit", DEFAULT_LIMIT))
         except ValueError:
@@ -68,8 +75,8 @@ class MediaApi:
         if page.next_cursor:
             next_url = f"{request.url.path}?limit={limit}&cursor={page.next_cursor}" + \
                        ("" if uploads == "1" else "&uploads=0")
-        return JSONResponse({"items": page.items, "next": next_url, "next_cursor": page.next_cursor},
-                            headers=NO_STORE)
+        return JSONResponse({"items": self._signed(request, page.items), "next": next_url,
+                             "next_cursor": page.next_cursor}, headers=NO_STORE)
 
     async def get(self, request: Request) -> Response:
         media_id = request.path_params["media_id"]
@@ -78,7 +85,7 @@ class MediaApi:
         item = await anyio.to_thread.run_sync(self.catalog.get, media_id, viewer_of(request))
         if item is None:
             return json_error(404, "no such media")
-        return JSONResponse(item, headers=NO_STORE)
+        return JSONResponse(self._signed(request, [item])[0], headers=NO_STORE)
 
     async def delete(self, request: Request) -> Response:
         media_id = request.path_params["media_id"]
@@ -150,7 +157,7 @@ class MediaApi:
         item = await anyio.to_thread.run_sync(self.catalog.get, media_id, viewer)
         if item is None:
             return json_error(404, "no such media")
-        return JSONResponse(item, status_code=202, headers=NO_STORE)
+        return JSONResponse(self._signed(request, [item])[0], status_code=202, headers=NO_STORE)
 
     def _state_of(self, media_id: str, viewer: Viewer) -> str | None:
         with Session(self.engine) as session:
