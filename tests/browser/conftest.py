@@ -103,8 +103,11 @@ def throttle_upload(page: Any, bytes_per_second: int) -> None:
                                                   "uploadThroughput": bytes_per_second})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
+    """One browser for the browser tests, closed when they are done: Playwright's sync API runs
+    an event loop on this thread while it is open, and every asyncio test collected after the
+    browser tests (``pytest tests/browser tests/api``) would fail to start its own."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: ./scripts/setup installs Debian's chromium")
     from playwright.sync_api import sync_playwright

@@ -1,7 +1,8 @@
 // The media list: every video with its live status. The first page comes from /api/media;
 // after that the server pushes changes over /api/events and cards update in place.
 
-import { announce, api, config, formatBytes, formatClock, formatDate, reveal, t, titleOf } from './common.js'
+import * as auth from './auth.js'
+import { announce, api, ApiError, authFetch, config, formatBytes, formatClock, formatDate, reveal, sessionMessage, t, titleOf } from './common.js'
 import { subscribe } from './live.js'
 import { describe, paintStatus } from './status.js'
 
@@ -48,7 +49,12 @@ function paint (entry, item) {
   thumb.href = item.page
   const img = li.querySelector('.poster')
   if (item.poster) {
-    if (img.getAttribute('src') !== item.poster) img.src = item.poster
+    // An <img> cannot send a header: the poster URL is signed by the server (signed playback)
+    // or carries ?token=. A newer signature for the same file is not worth a new download,
+    // unless the one shown did not load.
+    const src = auth.withToken(item.poster)
+    const current = img.getAttribute('src')
+    if (current !== src && (pathOf(current) !== pathOf(src) || (img.complete && !img.naturalWidth))) img.src = src
     img.alt = t('list.poster_alt', { title })
     img.hidden = false
   } else {
@@ -75,6 +81,10 @@ function paint (entry, item) {
   if (before && before.state !== item.state) {
     announce(t('announce.state', { title, state: label, detail }))
   }
+}
+
+function pathOf (url) {
+  return url ? url.split('?')[0] : url
 }
 
 function upsert (item, { prepend = false } = {}) {
@@ -179,6 +189,9 @@ function confirmDelete (id) {
   els.dialogText.textContent = t(entry.item.state === 'uploading' ? 'delete.text_uploading' : 'delete.text', { title })
   els.dialog.returnValue = ''
   els.dialog.showModal()
+  // "Keep it" first, set here rather than with autofocus: an autofocus attribute is refused
+  // (with a console error) when the page is embedded in the platform's iframe
+  els.dialog.querySelector('button[value="cancel"]').focus()
 }
 
 async function onDialogClose () {
@@ -194,10 +207,12 @@ async function onDialogClose () {
   try {
     if (entry.item.state === 'uploading') {
       // An unfinished upload is stopped the tus way, which also frees its lock.
-      const response = await fetch(`${window.location.origin}${uploadPath(id)}`, {
+      const response = await authFetch(`${window.location.origin}${uploadPath(id)}`, {
         method: 'DELETE', headers: { 'Tus-Resumable': '1.0.0' }
       })
-      if (!response.ok && response.status !== 404) throw new Error(String(response.status))
+      if (!response.ok && response.status !== 404) {
+        throw new ApiError(response.status, response.status === 401 ? sessionMessage() : String(response.status))
+      }
     } else {
       await api(`/api/media/${id}`, { method: 'DELETE' })
     }

@@ -1,8 +1,16 @@
 // The player page: hls.js where Media Source Extensions exist (it gives the quality menu),
 // the browser's own HLS otherwise (Safari on iPhone). Own controls, because the seek bar has
 // to show storyboard thumbnails on hover, which native controls cannot.
+//
+// With auth on, the media's files need a credential the <video> element cannot send as a
+// header. With [auth] signed_playback the API hands out signed URLs (exp/sig) and the server
+// carries the signature into every playlist URI, so nothing else is needed; the links expire,
+// so a refused segment re-reads the item for fresh ones and playback goes on where it was.
+// Without signing, hls.js sends the page's token as a header (xhrSetup), and the poster and
+// native HLS get ?token=.
 
-import { announce, api, formatBitrate, formatBytes, formatClock, formatDate, pageData, reveal, t, titleOf } from './common.js'
+import * as auth from './auth.js'
+import { announce, api, authFetch, formatBitrate, formatBytes, formatClock, formatDate, pageData, reveal, t, titleOf } from './common.js'
 import { subscribe } from './live.js'
 import { paintStatus, renditionNames } from './status.js'
 import { cueAt, parseStoryboard } from './storyboard.js'
@@ -33,6 +41,8 @@ let hls = null
 let started = false
 let storyboard = []
 let seeking = false
+let relinkedAt = 0
+const RELINK_EVERY_MS = 30_000
 
 // ------------------------------------------------------------------ details
 function showDetails (item) {
@@ -67,15 +77,17 @@ function start (item) {
   els.notReady.hidden = true
   els.player.hidden = false
   const video = els.video
-  if (item.poster) video.poster = item.poster
+  if (item.poster) video.poster = auth.withToken(item.poster)
   const Hls = window.Hls
   if (Hls && Hls.isSupported()) {
-    hls = new Hls({ enableWorker: true, startLevel: -1 })
+    hls = new Hls({ enableWorker: true, startLevel: -1, xhrSetup: carryToken })
     hls.on(Hls.Events.MANIFEST_PARSED, () => buildQualityMenu())
     hls.on(Hls.Events.LEVEL_SWITCHED, () => labelAuto())
     hls.on(Hls.Events.ERROR, (_event, data) => {
       if (!data.fatal) return
-      if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
+      if (data.type === Hls.ErrorTypes.NETWORK_ERROR && data.response && data.response.code === 403) {
+        relink()
+      } else if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
         hls.startLoad()
       } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
         hls.recoverMediaError()
@@ -87,13 +99,58 @@ function start (item) {
     hls.loadSource(item.playlist)
     hls.attachMedia(video)
   } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
-    video.src = item.playlist
+    video.src = auth.withToken(item.playlist)
+    video.addEventListener('error', () => relink())
     buildQualityMenu(item)
   } else {
     reveal(els.message, t('player.unsupported'))
   }
   wireControls()
   if (item.storyboard) loadStoryboard(item.storyboard)
+}
+
+/** hls.js requests: the page's token as a header, unless the URL is a signed link. */
+function carryToken (xhr, url) {
+  if (!auth.enabled() || /[?&]sig=/.test(url)) return
+  if (new URL(url, window.location.href).origin !== window.location.origin) return
+  const headers = auth.authorize({})
+  if (headers.Authorization) xhr.setRequestHeader('Authorization', headers.Authorization)
+}
+
+/**
+ * The signed links expired (or were refused) mid-playback: read the item again for fresh
+ * ones and go on from the same position. At most every RELINK_EVERY_MS, so a link that is
+ * refused for another reason does not loop.
+ */
+async function relink () {
+  const now = Date.now()
+  if (now - relinkedAt < RELINK_EVERY_MS) {
+    reveal(els.message, t('player.error', { reason: '403' }))
+    return
+  }
+  relinkedAt = now
+  let fresh
+  try {
+    fresh = await api(`/api/media/${mediaId}`)
+  } catch (err) {
+    reveal(els.message, t('player.error', { reason: err.message }))
+    return
+  }
+  if (!fresh.playlist) return
+  const video = els.video
+  const position = video.currentTime
+  const playing = !video.paused
+  if (hls) {
+    hls.loadSource(fresh.playlist)
+    hls.once(window.Hls.Events.MANIFEST_PARSED, () => {
+      hls.startLoad(position)
+      video.currentTime = position
+    })
+  } else {
+    video.src = auth.withToken(fresh.playlist)
+    video.addEventListener('loadedmetadata', () => { video.currentTime = position }, { once: true })
+  }
+  if (playing) video.play().catch(() => {})
 }
 
 function buildQualityMenu (item) {
@@ -217,9 +274,11 @@ function wireControls () {
 // ------------------------------------------------------------------ storyboard
 async function loadStoryboard (url) {
   try {
-    const response = await fetch(url)
+    const response = await authFetch(url)
     if (!response.ok) return
+    // sprite URLs: the storyboard's own signature (storyboard.js), else ?token= for CSS
     storyboard = parseStoryboard(await response.text(), new URL(url, window.location.href).href)
+      .map((cue) => ({ ...cue, url: auth.withToken(cue.url) }))
     els.player.dataset.storyboardCues = String(storyboard.length)
   } catch (err) {
     console.warn('storyboard unavailable', err)

@@ -1,5 +1,10 @@
 // Storyboard thumbnails: a WebVTT file whose cues point into a sprite image with a media
 // fragment, e.g. "storyboard.jpg#xywh=160,0,160,90" for 00:00:10.000 --> 00:00:20.000.
+// The sprite is a relative URL, which drops the query of the VTT it was read from; when that
+// query was a playback signature (exp/sig/u, valid for every file of the media), each sprite
+// URL under the same media folder gets it back, as the server does for playlist URIs.
+
+const SIGNATURE = ['exp', 'sig', 'u']
 
 const TIMESTAMP = /^(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})$/
 
@@ -26,7 +31,7 @@ export function parseStoryboard (text, baseUrl) {
     const [path, fragment = ''] = target.split('#')
     let url
     try {
-      url = new URL(path, baseUrl).href
+      url = withSignatureOf(new URL(path, baseUrl).href, baseUrl)
     } catch (_err) {
       continue
     }
@@ -59,4 +64,17 @@ export function cueAt (cues, time) {
     }
   }
   return found
+}
+
+/** `url` with the playback signature of `signedUrl` when both lie in the same media folder. */
+export function withSignatureOf (url, signedUrl) {
+  const target = new URL(url)
+  const source = new URL(signedUrl)
+  if (!source.searchParams.has('sig') || target.searchParams.has('sig') || target.origin !== source.origin) return url
+  const folder = /^\/media\/[0-9a-f]{32}\//.exec(source.pathname)
+  if (!folder || !target.pathname.startsWith(folder[0])) return url
+  for (const name of SIGNATURE) {
+    if (source.searchParams.has(name)) target.searchParams.set(name, source.searchParams.get(name))
+  }
+  return target.href
 }

@@ -2,8 +2,14 @@
 // chunks of the configured size, retries with backoff after network errors and remembers the
 // upload in localStorage (its default fingerprint), so choosing the same file after a reload
 // or a browser restart continues where it stopped.
+//
+// With auth on, every tus request carries the page's token (auth.js), read again before each
+// request so a refreshed token is used at once. A 401 stops the upload without losing it: the
+// server refused before reading a byte, so its offset is where it was; the page says the
+// session expired, and Retry, or a fresh token pushed by the platform, continues from there.
 
-import { announce, api, config, formatBytes, formatDate, formatPercent, formatWait, reveal, t } from './common.js'
+import * as auth from './auth.js'
+import { announce, api, config, formatBytes, formatDate, formatPercent, formatWait, reveal, sessionMessage, t } from './common.js'
 
 const $ = (id) => document.getElementById(id)
 const els = {
@@ -74,7 +80,8 @@ const session = {
   meter: new SpeedMeter(),
   lastPaint: 0,
   lastMilestone: 0,
-  mediaId: null
+  mediaId: null,
+  refused: false // the upload stopped because the server refused the token (401)
 }
 
 function uploadIdOf (url) {
@@ -197,7 +204,7 @@ async function listUnfinished () {
     button.setAttribute('aria-label', t('resume.forget_label', { title }))
     button.addEventListener('click', async () => {
       button.disabled = true
-      try { await tus.Upload.terminate(previous.uploadUrl, {}) } catch (_err) { /* already gone */ }
+      try { await tus.Upload.terminate(previous.uploadUrl, auth.tusOptions()) } catch (_err) { /* already gone */ }
       forget(previous)
       li.remove()
       if (!els.unfinishedList.children.length) els.unfinished.hidden = true
@@ -217,6 +224,7 @@ function uploadOptions (file) {
   if (title) metadata.title = title
   if (description) metadata.description = description
   return {
+    ...auth.tusOptions(),
     endpoint: config.endpoint,
     chunkSize: config.chunkSize || Infinity,
     retryDelays: config.retryDelays,
@@ -237,6 +245,11 @@ function uploadOptions (file) {
 
 function shouldRetry (err, attempt) {
   const status = err.originalResponse ? err.originalResponse.getStatus() : 0
+  if (status === 401) {
+    // true only when a fresher token arrived while this request was out: send it at once
+    session.refused = !auth.refused(auth.sentWith(err.originalRequest))
+    return !session.refused
+  }
   // A refusal will not change by asking again; conflicts, locks and rate limits might.
   if (status >= 400 && status < 500 && ![409, 423, 429].includes(status)) return false
   paintState(t('progress.retrying'))
@@ -269,10 +282,11 @@ function startUpload (event) {
     upload.resumeFromPreviousUpload(previous)
     paintState(t('resume.continuing', { percent: session.previousPercent }))
   } else if (previous) {
-    tus.Upload.terminate(previous.uploadUrl, {}).catch(() => {})
+    tus.Upload.terminate(previous.uploadUrl, auth.tusOptions()).catch(() => {})
     forget(previous)
   }
   session.previous = null
+  session.refused = false
   setState('uploading')
   upload.start()
 }
@@ -334,6 +348,12 @@ function onSuccess () {
 }
 
 function onError (err) {
+  const res = err && err.originalResponse
+  if (res && res.getStatus() === 401 && !session.refused) {
+    // refused after the retries were used up, so shouldRetry did not see it
+    auth.refused(auth.sentWith(err.originalRequest))
+    session.refused = true
+  }
   setState('error')
   paintState('')
   els.speed.textContent = ''
@@ -354,6 +374,7 @@ function errorMessage (err) {
     return max ? t('error.too_large', { max: formatBytes(max) }) : t('error.too_large_unknown')
   }
   if (status === 415) return t('error.unsupported_type')
+  if (status === 401) return sessionMessage()
   if (!status) return t('error.network')
   const reason = ((res.getBody && res.getBody()) || '').split('\n')[0].trim() || String(status)
   return t('error.server', { status, reason })
@@ -384,6 +405,7 @@ function pause () {
 
 function resume () {
   if (!session.upload) return
+  session.refused = false
   els.panel.hidden = false
   setState('uploading')
   paintState(t('progress.starting'))
@@ -455,6 +477,14 @@ function wire () {
 }
 
 wire()
+// The platform handed over a fresh token (tusflow:token): an upload the old one stopped goes on.
+auth.subscribe((event) => {
+  if (event.type === 'token' && session.refused && session.state === 'error') resume()
+})
+if (auth.enabled()) {
+  // Say at once when the page's token is missing or refused, not after a file was chosen.
+  api('/api/uploads/mine').catch(() => {})
+}
 if (!tus) {
   reveal(els.formError, t('upload.no_tus'))
   els.publish.disabled = true
