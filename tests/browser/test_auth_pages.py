@@ -25,7 +25,7 @@ import pytest
 from sqlmodel import Session, select
 
 from models.tables import Upload
-from tests.browser.conftest import DESKTOP, MIB, Stack, audit, screenshot, throttle_upload, wait_js
+from tests.browser.conftest import DESKTOP, MIB, Stack, audit, screenshot, throttle_upload, wait_js, wait_until
 from tests.conftest import sha256_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -68,10 +68,14 @@ class Requests:
         return [x for x in self.seen if re.search(pattern, urlsplit(x[1]).path) and (method is None or x[0] == method)]
 
 
-def test_platform_token_in_the_fragment_uploads_lists_and_plays_signed(stack: Callable[..., Stack],
-                                                                        open_page: Callable[..., Any],
-                                                                        clip_small: Path) -> None:
-    s = stack(auth={**AUTH, "playback_signing_key": SIGNING_KEY, "signed_playback": True})
+@pytest.mark.parametrize("signed", [True, False], ids=["signed-playback", "token-playback"])
+def test_platform_token_in_the_fragment_uploads_lists_and_plays(stack: Callable[..., Stack],
+                                                                open_page: Callable[..., Any],
+                                                                clip_small: Path, signed: bool) -> None:
+    """The whole path with the token handed over in the fragment. With signed playback every
+    file URL the pages load is signed; without it hls.js and fetch send the header and only
+    what cannot (EventSource, <img>, the sprite's CSS background) gets ?token=."""
+    s = stack(auth={**AUTH, "playback_signing_key": SIGNING_KEY, "signed_playback": signed})
     s.start_worker()
     token = platform_token()
     page = open_page(DESKTOP)
@@ -93,13 +97,25 @@ def test_platform_token_in_the_fragment_uploads_lists_and_plays_signed(stack: Ca
     wait_js(page, f"document.querySelector('{card}').dataset.state === 'ready'", timeout=90, what="ready")
     assert row.owner == "teacher-7"
     wait_js(page, f"document.querySelector('{card} img.poster').naturalWidth > 0", timeout=10, what="poster")
-    poster = page.get_attribute(f"{card} img.poster", "src") or ""
-    assert {"exp", "sig", "u"} <= set(parse_qs(urlsplit(poster).query)), poster
-    assert "token=" not in poster
+    poster = parse_qs(urlsplit(page.get_attribute(f"{card} img.poster", "src") or "").query)
+    assert set(poster) == ({"exp", "sig", "u"} if signed else {"token"}), poster
     assert page.is_hidden("#session-message")
     audit(page)
-    screenshot(page, "auth-list-ready")
+    screenshot(page, f"auth-list-ready-{'signed' if signed else 'token'}")
 
+    # segments answer 403 as expired links would, until the player has read the item again for
+    # fresh links (within the same minute they are the same URLs, so "fresh" is the re-read)
+    refused: list[str] = []
+    item_reads = lambda: len(requests.to(rf"^/api/media/{media_id}$", "GET"))  # noqa: E731
+
+    def expired_until_reread(route: Any) -> None:
+        if item_reads() < 2:
+            refused.append(route.request.url)
+            route.fulfill(status=403, content_type="text/plain", body="playback link expired\n")
+        else:
+            route.continue_()
+    if signed:
+        page.route(re.compile(rf"/media/{media_id}/.+\.m4s"), expired_until_reread)
     page.click(f"{card} .title-link")
     page.wait_for_url(f"**/media/{media_id}")
     wait_js(page, "document.getElementById('media-title').textContent === 'Signed lecture'", timeout=10,
@@ -107,28 +123,39 @@ def test_platform_token_in_the_fragment_uploads_lists_and_plays_signed(stack: Ca
     page.wait_for_selector("#player:not([hidden])")
     wait_js(page, "document.querySelectorAll('#quality option').length === 2", timeout=15, what="quality menu")
     page.click("#play")
-    wait_js(page, "document.getElementById('video').currentTime > 0.5", timeout=20, what="signed playback")
+    wait_js(page, "document.getElementById('video').currentTime > 0.5", timeout=20, what="playback")
+    if signed:
+        assert refused and all("sig=" in url for url in refused)
+        assert item_reads() == 2  # the page's read and one re-read
     wait_js(page, "Number(document.getElementById('player').dataset.storyboardCues) > 0", timeout=10,
             what="storyboard")
     box = page.locator("#seek").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
     wait_js(page, "!document.getElementById('seek-preview').hidden", timeout=5, what="seek preview")
+    wait_js(page, "document.querySelector('.seek-preview-image').offsetWidth > 0", timeout=5, what="sprite tile")
     sprite = page.evaluate("document.querySelector('.seek-preview-image').style.backgroundImage")
-    assert "storyboard.jpg?" in sprite and "sig=" in sprite, sprite
-    screenshot(page, "auth-player", full_page=False)
+    assert "storyboard.jpg?" in sprite and ("sig=" in sprite if signed else "token=" in sprite), sprite
+    wait_until(lambda: requests.to(rf"^/media/{media_id}/storyboard\.jpg$", "GET"), 5, "the sprite requested")
+    screenshot(page, f"auth-player-{'signed' if signed else 'token'}", full_page=False)
 
     # every request that changes something or reads the API carried the header; ?token= only
-    # where no header can be set (EventSource); the page loads themselves carried nothing
+    # where no header can be set; the page loads themselves carried nothing
     api = [x for x in requests.seen if urlsplit(x[1]).path.startswith(("/api/", "/files"))
            and x[0] != "OPTIONS" and not urlsplit(x[1]).path.startswith("/api/events")]
     assert requests.to("^/files", "POST") and requests.to("^/files/", "PATCH")
     assert all(auth == f"Bearer {token}" for _, _, auth in api), [x[:2] for x in api if x[2] != f"Bearer {token}"]
     with_query = {urlsplit(u).path for _, u, _ in requests.seen if "token=" in u}
-    assert with_query == {"/api/events"}, with_query
+    by_element = {f"/media/{media_id}/poster.jpg", f"/media/{media_id}/storyboard.jpg"}
+    assert with_query == {"/api/events"} | (set() if signed else by_element), with_query
     pages = [x for x in requests.seen if x[0] == "GET" and re.fullmatch(r"/(media(/[0-9a-f]{32})?)?", urlsplit(x[1]).path)]
     assert len(pages) >= 3 and all(auth is None and "token" not in u for _, u, auth in pages)
     media_files = requests.to(rf"^/media/{media_id}/.+\.(m3u8|m4s|mp4|jpg|vtt)$")
-    assert media_files and all("sig=" in u for _, u, _ in media_files)
+    assert {urlsplit(u).path.rsplit(".", 1)[1] for _, u, _ in media_files} == {"m3u8", "m4s", "mp4", "jpg", "vtt"}
+    if signed:
+        assert all("sig=" in u for _, u, _ in media_files)
+    else:  # the player's own requests (hls.js, the storyboard) send the header
+        assert all(auth == f"Bearer {token}" for _, u, auth in media_files if not u.endswith(".jpg") and "token=" not in u)
+        assert all("sig=" not in u for _, u, _ in media_files)
 
 
 def test_a_wrong_token_says_so_at_once_and_creates_nothing(stack: Callable[..., Stack], open_page: Callable[..., Any],

@@ -84,9 +84,12 @@ function start (item) {
     hls.on(Hls.Events.MANIFEST_PARSED, () => buildQualityMenu())
     hls.on(Hls.Events.LEVEL_SWITCHED, () => labelAuto())
     hls.on(Hls.Events.ERROR, (_event, data) => {
+      // hls.js keeps retrying a refused segment without ever calling it fatal: act on the first
+      const refused = data.type === Hls.ErrorTypes.NETWORK_ERROR && data.response && data.response.code === 403
+      if (refused && relink()) return
       if (!data.fatal) return
-      if (data.type === Hls.ErrorTypes.NETWORK_ERROR && data.response && data.response.code === 403) {
-        relink()
+      if (refused) {
+        reveal(els.message, t('player.error', { reason: data.details }))
       } else if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
         hls.startLoad()
       } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
@@ -119,23 +122,18 @@ function carryToken (xhr, url) {
 
 /**
  * The signed links expired (or were refused) mid-playback: read the item again for fresh
- * ones and go on from the same position. At most every RELINK_EVERY_MS, so a link that is
- * refused for another reason does not loop.
+ * ones and go on from the same position. At most once every RELINK_EVERY_MS, so a link that
+ * is refused for another reason does not loop; false when it did not start for that reason.
  */
-async function relink () {
+function relink () {
   const now = Date.now()
-  if (now - relinkedAt < RELINK_EVERY_MS) {
-    reveal(els.message, t('player.error', { reason: '403' }))
-    return
-  }
+  if (now - relinkedAt < RELINK_EVERY_MS) return false
   relinkedAt = now
-  let fresh
-  try {
-    fresh = await api(`/api/media/${mediaId}`)
-  } catch (err) {
-    reveal(els.message, t('player.error', { reason: err.message }))
-    return
-  }
+  api(`/api/media/${mediaId}`).then(replay, (err) => reveal(els.message, t('player.error', { reason: err.message })))
+  return true
+}
+
+function replay (fresh) {
   if (!fresh.playlist) return
   const video = els.video
   const position = video.currentTime
