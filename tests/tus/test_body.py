@@ -234,3 +234,23 @@ class NoListener:
 
     def headers_for(self, upload) -> dict[str, str]:  # type: ignore[no-untyped-def]
         return {}
+
+
+async def test_shutdown_ends_running_patch_with_bytes_saved(client) -> None:
+    """SIGTERM sets the app's stop flag: a running PATCH saves, answers 503 (clients retry)
+    and closes, so the server can exit inside a container's stop timeout."""
+    url = await new_upload(client, 100)
+    script = Script([b"abcdef"], "stall")
+    running = asyncio.ensure_future(call(client.app, url, 0, script))
+    await asyncio.wait_for(script.stalled.wait(), 5)
+    stopping = client.app.state.ctx.stopping
+    stopping.set()
+    try:
+        status, headers = await asyncio.wait_for(running, 5)
+        assert status == 503 and headers["upload-offset"] == "6" and headers["connection"] == "close"
+        assert upload_bytes(client, url) == b"abcdef"
+        status, _ = await call(client.app, url, 6, Script([b"gh"], "finish"))
+        assert status == 503  # no new body is taken on while stopping
+    finally:
+        stopping.clear()
+    assert (await head(client, url)).headers["upload-offset"] == "6"

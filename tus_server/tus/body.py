@@ -1,9 +1,9 @@
 """Reading a request body so that every byte that arrived can be kept.
 
-The body ends in one of six ways, and the handler saves what came in all of them: the client
+The body ends in one of seven ways, and the handler saves what came in all of them: the client
 finished, the client went away, no byte came for ``idle_timeout`` seconds, a newer request for
-the same upload asked this one to stop, the body ran past the room the upload has, or the
-server's ``receive()`` itself failed.
+the same upload asked this one to stop, the server is shutting down, the body ran past the room
+the upload has, or the server's ``receive()`` itself failed.
 
 ``receive()`` runs in a small pump task and is never cancelled while the body is still wanted,
 only when the reader has already decided to stop: not every ASGI server's ``receive`` is safe to
@@ -29,6 +29,7 @@ class BodyEnd:
     DISCONNECT = "disconnect"
     IDLE = "idle"
     RELEASED = "released"
+    SHUTDOWN = "shutdown"
     OVERFLOW = "overflow"
     ERROR = "error"
 
@@ -56,11 +57,12 @@ _WAKE = object()
 
 class BodyReader:
     def __init__(self, receive: Receive, limit: int, idle_timeout: float,
-                 stop_requested: Callable[[], bool]):
+                 stop_requested: Callable[[], bool], shutting_down: Callable[[], bool] = lambda: False):
         self._receive = receive
         self._limit = limit
         self._idle_timeout = idle_timeout
         self._stop_requested = stop_requested
+        self._shutting_down = shutting_down
         self._last_data = time.monotonic()
         self._verdict: str | None = None
         self.received = 0
@@ -86,7 +88,9 @@ class BodyReader:
     def _tick(self, queue: "asyncio.Queue[object]", loop: asyncio.AbstractEventLoop) -> None:
         """Timer: decide whether to stop reading (release request or idle body)."""
         if self._verdict is None:
-            if self._stop_requested():
+            if self._shutting_down():
+                self._verdict = BodyEnd.SHUTDOWN
+            elif self._stop_requested():
                 self._verdict = BodyEnd.RELEASED
             elif time.monotonic() - self._last_data > self._idle_timeout:
                 self._verdict = BodyEnd.IDLE

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 from contextlib import aclosing
 from dataclasses import dataclass
 from email.utils import format_datetime
@@ -87,6 +88,9 @@ class TusContext:
     locks: UploadLocks
     completion: CompletionListener
     guard: AccessGuard | None = None
+    # Set when the process is asked to stop: running PATCH bodies then save what arrived and
+    # answer 503, so the server exits in seconds and no SIGKILL cuts a body off unrecorded.
+    stopping: threading.Event | None = None
 
 
 class TusHandler:
@@ -138,6 +142,9 @@ class TusHandler:
         if method == "HEAD":
             return await self.head(request, upload_id)
         if method == "PATCH":
+            stopping = self._stopping(request)
+            if stopping is not None and stopping.is_set():
+                raise E.ERR_SHUTTING_DOWN()
             return await self.patch(request, receive, upload_id)
         if method == "DELETE":
             return await self.delete(request, upload_id)
@@ -219,6 +226,15 @@ class TusHandler:
             await self._complete(upload)
         return upload
 
+    def _stopping(self, request: Request) -> threading.Event | None:
+        """The process's stop flag: from the context, else from the app's shared context
+        (``app.state.ctx.stopping``) for an app that does not hand it over explicitly."""
+        if self.ctx.stopping is not None:
+            return self.ctx.stopping
+        app = request.scope.get("app")
+        stopping = getattr(getattr(getattr(app, "state", None), "ctx", None), "stopping", None)
+        return stopping if isinstance(stopping, threading.Event) else None
+
     def _check_length(self, length: int) -> None:
         if self.max_size and length > self.max_size:
             raise E.ERR_TOO_LARGE(f"Upload-Length {length} exceeds the maximum size of {self.max_size} bytes")
@@ -284,7 +300,7 @@ class TusHandler:
         if with_body:
             try:
                 async with self.ctx.locks.hold(upload_id) as lock:
-                    upload, extra = await self._receive(receive, upload, lock, checksum)
+                    upload, extra = await self._receive(request, receive, upload, lock, checksum)
             except E.TusError as err:
                 err.headers.update(location)  # the upload exists: let the client resume it
                 raise
@@ -402,7 +418,7 @@ class TusHandler:
                 # Everything is checked: the length is now fixed, even if the body fails.
                 await self.ctx.repo.update(upload.id, length=new_length)
                 upload.length = new_length
-            upload, extra = await self._receive(receive, upload, lock, checksum)
+            upload, extra = await self._receive(request, receive, upload, lock, checksum)
         headers = {"Upload-Offset": str(upload.offset), **extra, **self._expires_header(upload)}
         return Response(status_code=204, headers=headers)
 
@@ -431,13 +447,15 @@ class TusHandler:
         return Response(status_code=204, headers={"Upload-Offset": str(upload.offset),
                                                   **self.ctx.completion.headers_for(upload)})
 
-    async def _receive(self, receive: Receive, upload: Upload, lock: LockHandle,
+    async def _receive(self, request: Request, receive: Receive, upload: Upload, lock: LockHandle,
                        checksum: H.Checksum | None) -> tuple[Upload, dict[str, str]]:
         """Store the body at the upload's offset; keep every byte that arrived unless a checksum
         was sent, in which case the chunk is staged and kept only if it verifies."""
         store = self.ctx.store
+        stopping = self._stopping(request)
         reader = BodyReader(receive, self._end(upload.length) - upload.offset,
-                            self.settings.server.body_idle_timeout, lock.release_requested)
+                            self.settings.server.body_idle_timeout, lock.release_requested,
+                            stopping.is_set if stopping is not None else (lambda: False))
         target = store.path(upload.id)
         staging = store.staging_path(upload.id) if checksum else None
         hasher = hashlib.new(checksum.algorithm) if checksum else None
@@ -570,6 +588,8 @@ def _has_body(h: Headers) -> bool:
 def _end_error(end: str | None) -> E.TusError:
     if end == BodyEnd.RELEASED:
         return E.ERR_INTERRUPTED()
+    if end == BodyEnd.SHUTDOWN:
+        return E.ERR_SHUTTING_DOWN()
     if end == BodyEnd.IDLE:
         return E.ERR_READ_TIMEOUT()
     if end == BodyEnd.OVERFLOW:
