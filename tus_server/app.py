@@ -48,7 +48,7 @@ def tus_handler(ctx: AppContext, guard: AccessGuard | None = None) -> TusHandler
     store = FileStore(ctx.layout, s.storage.fsync, ctx.executor)
     return TusHandler(TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration),
                                  store=store, locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout),
-                                 completion=Publisher(ctx), guard=guard))
+                                 completion=Publisher(ctx), guard=guard, stopping=ctx.stopping))
 
 
 def extra_routes(ctx: AppContext) -> list[BaseRoute]:

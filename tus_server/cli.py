@@ -8,6 +8,8 @@ import importlib
 import logging
 import sys
 
+from models.config import ConfigError
+
 COMMANDS = ("serve", "cleanup", "worker", "up", "jobs", "upload", "migrate", "webhooks")
 
 
@@ -38,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     setup_logging()
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # one place turns a bad config into a one-line error
+        print(f"tusflow: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from models.config import ConfigError, Settings, load_settings
+from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.layout import Layout
 from models.tables import Upload, utcnow
@@ -56,11 +55,7 @@ class Report:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     report = cleanup(settings, dry_run=args.dry_run, orphan_age=args.orphan_age)
     print(report.line(args.dry_run), flush=True)
     return 0

@@ -27,7 +27,7 @@ from rq.job import Job
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from models.config import ConfigError, Settings, load_settings
+from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.tables import Media, MediaState
 from transcoder.logs import media_from_job_id
@@ -92,12 +92,8 @@ def _span(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _settings(args: argparse.Namespace) -> Settings | None:
-    try:
-        return load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return None
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
 
 
 def _media_rows(engine: Any, ids: Iterable[str]) -> dict[str, Media]:
@@ -118,8 +114,6 @@ def _reason(job: Job, media: Media | None) -> str:
 # ---------------------------------------------------------------------------------- status
 def run_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings is None:
-        return 2
     engine = make_engine(settings)
     init_db(engine)
     try:
@@ -222,8 +216,6 @@ def _failed_jobs(settings: Settings, conn: Any) -> list[Job]:
 
 def run_failed(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings is None:
-        return 2
     engine = make_engine(settings)
     try:
         conn = connect(settings)
@@ -252,8 +244,6 @@ def run_failed(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- retry
 def run_retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings is None:
-        return 2
     if not args.ids and not args.all:
         print("tusflow jobs retry: give media/job ids, or --all", file=sys.stderr)
         return 2
@@ -313,8 +303,6 @@ def _forget_jobs_of(conn: Any, settings: Settings, media_id: str) -> int:
 # ---------------------------------------------------------------------------------- flush
 def run_flush(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings is None:
-        return 2
     try:
         conn = connect(settings)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models.config import ConfigError, load_settings
+from models.config import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +37,7 @@ def run(args: argparse.Namespace) -> int:
         path = migrations.autogenerate(args.autogenerate)
         print(f"wrote {path}" if path else "models and migrations agree: nothing to write")
         return 0
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     try:
         if args.current:
             engine = make_engine(settings)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 
 import uvicorn
 
-from models.config import ConfigError, load_settings
+from models.config import load_settings
 from tus_server.app import CONFIG_ENV, create_app
 
 
@@ -33,11 +32,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     workers = args.workers or settings.server.workers

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from redis.exceptions import RedisError
 
-from models.config import ConfigError, Settings, load_settings
+from models.config import Settings, load_settings
 from models.layout import Layout
 from transcoder.logs import configure as configure_logs
 from transcoder.logs import event
@@ -281,11 +281,7 @@ def _prepare_database(settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     configure_logs()
     Layout(settings.data_dir).ensure()
     stack = Stack(settings, args)

@@ -13,7 +13,7 @@ import sys
 
 from sqlmodel import Session, col, select
 
-from models.config import ConfigError, Settings, load_settings
+from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.webhooks import WebhookDelivery
 
@@ -43,12 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action.add_argument("--config", help="path to config.toml")
 
 
-def _settings(args: argparse.Namespace) -> Settings | None:
-    try:
-        return load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return None
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]
@@ -59,8 +55,6 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
 
 def run_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings is None:
-        return 2
     engine = _engine(settings)
     query = select(WebhookDelivery).order_by(col(WebhookDelivery.created_at).desc()).limit(args.limit)
     if args.failed:
@@ -86,8 +80,6 @@ def run_redeliver(args: argparse.Namespace) -> int:
         print("tusflow: give delivery ids or --all-failed (not both)", file=sys.stderr)
         return 2
     settings = _settings(args)
-    if settings is None:
-        return 2
     from transcoder.notify import redeliver
     engine = _engine(settings)
     reset = redeliver(settings, engine, args.ids, all_failed=args.all_failed)
@@ -108,8 +100,6 @@ def run_redeliver(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings is None:
-        return 2
     from transcoder.notify import sweep
     engine = _engine(settings)
     try:

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.utils import now
 
-from models.config import ConfigError, Settings, load_settings
+from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.layout import Layout
 from transcoder.logs import configure as configure_logs
@@ -186,11 +186,7 @@ def _wait_for_redis(settings: Settings, deadline: float | None) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"tusflow: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     configure_logs()
     Layout(settings.data_dir).ensure()
     engine = make_engine(settings)
