@@ -12,15 +12,13 @@ Requests are parsed by Content-Length, which is what requests/tuspy always send.
 from __future__ import annotations
 
 import asyncio
-import threading
-from urllib.parse import urlsplit
+
+from tests.support.proxy import LoopbackProxy
 
 
-class FaultProxy:
+class FaultProxy(LoopbackProxy):
     def __init__(self, target_url: str, rate: float | None = None, gate_open: bool = True,
                  corrupt_patches: int = 0):
-        parts = urlsplit(target_url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rate = rate
         self.corrupt_left = corrupt_patches
         self.corrupted = 0
@@ -28,36 +26,21 @@ class FaultProxy:
         self.patches = 0
         self.checksum_headers: list[str] = []
         self.requests: list[tuple[str, dict[str, str]]] = []  # (method, lower-cased headers)
-        self._loop = asyncio.new_event_loop()
         self._gate: asyncio.Event | None = None
         self._gate_open = gate_open
-        self._server: asyncio.base_events.Server | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("proxy did not start")
-        self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.origin = f"http://127.0.0.1:{self.port}"
-
-    def url_for(self, url: str) -> str:
-        parts = urlsplit(url)
-        return f"{self.origin}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        super().__init__(target_url)
 
     def open(self) -> None:
         self._loop.call_soon_threadsafe(self._gate.set)  # type: ignore[union-attr]
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def _on_start(self) -> None:
+        self._gate = asyncio.Event()
+        if self._gate_open:
+            self._gate.set()
 
-        async def start() -> None:
-            self._gate = asyncio.Event()
-            if self._gate_open:
-                self._gate.set()
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-            self._ready.set()
-        self._loop.run_until_complete(start())
-        self._loop.run_forever()
+    async def _on_stop(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         step = 16384 if self.rate else len(data) or 1
@@ -134,13 +117,3 @@ class FaultProxy:
         await asyncio.gather(upstream(), downstream())
         for w in (client_w, up_w):
             w.close()
-
-    def close(self) -> None:
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            if self._gate is not None:
-                self._gate.set()
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)

@@ -13,14 +13,13 @@ import threading
 from urllib.parse import urlsplit
 
 
-class CuttingProxy:
-    def __init__(self, target_url: str, cut_every: int, max_cuts: int = 5):
+class LoopbackProxy:
+    """A TCP server on 127.0.0.1 port 0 running its own event loop in a thread, so synchronous
+    tests can put it between a client and a server. Subclasses implement ``_handle``."""
+
+    def __init__(self, target_url: str):
         parts = urlsplit(target_url)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.cut_every = cut_every
-        self.max_cuts = max_cuts
-        self.cuts = 0
-        self.bytes_up = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -35,14 +34,46 @@ class CuttingProxy:
         parts = urlsplit(url)
         return f"{self.origin}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
+    async def _on_start(self) -> None:
+        """Runs on the proxy's loop before it accepts connections."""
+
+    async def _on_stop(self) -> None:
+        """Runs on the proxy's loop when the test closes it."""
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
+            await self._on_start()
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
             self._ready.set()
         self._loop.run_until_complete(start())
         self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            await self._on_stop()
+            current = asyncio.current_task()
+            for task in asyncio.all_tasks():  # open connections: end them, quietly
+                if task is not current:
+                    task.cancel()
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+class CuttingProxy(LoopbackProxy):
+    def __init__(self, target_url: str, cut_every: int, max_cuts: int = 5):
+        self.cut_every = cut_every
+        self.max_cuts = max_cuts
+        self.cuts = 0
+        self.bytes_up = 0
+        super().__init__(target_url)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -86,14 +117,6 @@ class CuttingProxy:
         await asyncio.gather(pump(client_r, up_w, True), pump(up_r, client_w, False))
         for w in (client_w, up_w):
             w.close()
-
-    def close(self) -> None:
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
