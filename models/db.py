@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +26,22 @@ def engine_url(settings: Settings) -> str:
     return url
 
 
+def _enable_wal(cur: sqlite3.Cursor, attempts: int = 100) -> None:
+    """WAL is a property of the database file, so only the first connection ever switches it.
+    That switch needs the file to itself and SQLite does not wait for it (no busy handler), so
+    processes opening a new database together (server and workers starting at once) retry."""
+    for attempt in range(attempts):
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(settings: Settings) -> Engine:
     """Create the engine; SQLite gets WAL so several server and worker processes can share it."""
     url = engine_url(settings)
@@ -37,9 +55,9 @@ def make_engine(settings: Settings) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _enable_wal(cur)
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine

@@ -25,7 +25,7 @@ from models.config import Settings
 from models.db import engine_url, init_db, make_engine, migrate, session_scope
 from models.tables import Media, Timestamp, Upload
 from tests.support.procs import TUSFLOW, write_config
-from tus_server.cli import build_parser
+from tus_server.cli import main
 
 GiB = 1024**3
 
@@ -189,8 +189,7 @@ def run_migrate(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def migrate_in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """The command's own parser and handler, without a process start per call."""
-    args = build_parser().parse_args(["migrate", *argv])
-    code = args.func(args)
+    code = main(["migrate", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
