@@ -14,7 +14,8 @@ import sys
 import traceback
 from typing import Any
 
-JOB_ID_RE = re.compile(r"\b(?:transcode-|media=)([0-9a-fA-F]{8,64})(?:-\d+)?\b")
+# A media id is its upload id, so the tus server's "upload=<id>" lines name the media too.
+JOB_ID_RE = re.compile(r"\b(?:transcode-|media=|upload=)([0-9a-fA-F]{8,64})(?:-\d+)?\b")
 _BARE = re.compile(r"^[\w.:/@+-]+$")
 
 

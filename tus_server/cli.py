@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from models.config import ConfigError
+from transcoder.logs import configure as configure_logs
 
 COMMANDS = ("serve", "cleanup", "worker", "up", "jobs", "upload", "migrate", "webhooks")
 
@@ -29,17 +29,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """One line per event on stdout, key=value fields, so logs grep and parse easily."""
-    logging.basicConfig(stream=sys.stdout, level=level,
-                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d msg=\"%(message)s\"")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
-    setup_logging()
+    configure_logs()  # the same logfmt lines as the worker, media=<id> where one is named
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:  # one place turns a bad config into a one-line error
