@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
 from models.config import Settings, load_settings
 from tests.support.postgres import PostgresServer
+from tests.support.asgi import AppClients
 from tests.support.procs import RedisServer, TusflowServer, write_config
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -164,3 +165,10 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def asgi_clients() -> AsyncIterator[AppClients]:
+    clients = AppClients()
+    yield clients
+    await clients.aclose()

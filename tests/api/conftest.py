@@ -7,7 +7,7 @@ import json
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.config import load_settings
 from models.tables import Media, MediaState, Upload
-from tus_server.app import create_app
+from tests.support.asgi import AppClients
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 RENDITIONS = [
@@ -126,26 +126,13 @@ class WithPrincipal:
 
 
 @pytest.fixture
-async def make_api(make_config: Callable[..., Path]) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
-    apps: list[Starlette] = []
-    clients: list[httpx.AsyncClient] = []
-
+async def make_api(make_config: Callable[..., Path], asgi_clients: AppClients) -> Callable[..., Awaitable[httpx.AsyncClient]]:
     async def _make(principal: Any = None, **sections: dict[str, Any]) -> httpx.AsyncClient:
-        settings = load_settings(make_config(**sections), env={})
-        app = create_app(settings)
-        apps.append(app)
-        asgi: ASGIApp = WithPrincipal(app, principal) if principal is not None else app
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver")
-        client.store = Store(app)  # type: ignore[attr-defined]
-        client.settings = settings  # type: ignore[attr-defined]
-        clients.append(client)
+        wrap = (lambda app: WithPrincipal(app, principal)) if principal is not None else None
+        client = asgi_clients.make(load_settings(make_config(**sections), env={}), wrap)
+        client.store = Store(client.app)  # type: ignore[attr-defined]
         return client
-
-    yield _make
-    for client in clients:
-        await client.aclose()
-    for app in apps:
-        app.state.ctx.close()
+    return _make
 
 
 @pytest.fixture

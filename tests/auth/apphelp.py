@@ -4,7 +4,7 @@ integration tests: every rule is checked through the same stack a browser reache
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import httpx
 import pytest
@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from models.config import load_settings
 from models.tables import Upload
-from tus_server.app import create_app
+from tests.support.asgi import AppClients
 
 from .conftest import HS_SECRET, SIGNING_KEY, TOKENS
 
@@ -25,21 +25,10 @@ MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 @pytest.fixture
-async def make_client(make_config: Callable[..., Path]) -> AsyncIterator[MakeClient]:
-    clients: list[httpx.AsyncClient] = []
-
+async def make_client(make_config: Callable[..., Path], asgi_clients: AppClients) -> MakeClient:
     async def _make(auth: dict[str, Any] | None = None, **sections: dict[str, Any]) -> httpx.AsyncClient:
-        settings = load_settings(make_config(auth={**AUTH_ON, **(auth or {})}, **sections), env={})
-        app = create_app(settings)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
-        client.app = app  # type: ignore[attr-defined]
-        clients.append(client)
-        return client
-
-    yield _make
-    for client in clients:
-        await client.aclose()
-        client.app.state.ctx.close()  # type: ignore[attr-defined]
+        return asgi_clients.make(load_settings(make_config(auth={**AUTH_ON, **(auth or {})}, **sections), env={}))
+    return _make
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ import io
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable
 
