@@ -195,6 +195,10 @@ function confirmDelete (id) {
 }
 
 async function onDialogClose () {
+  // A close event is queued as a task: when the dialog was closed and at once opened again
+  // (Escape, then Enter on the same button), the first close arrives while the second dialog is
+  // open and must not consume the id that dialog is asking about.
+  if (els.dialog.open) return
   const id = pendingDelete
   pendingDelete = null
   const entry = id && cards.get(id)
