@@ -6,8 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +15,7 @@ import pytest
 from tests.cli.conftest import Shared
 from tests.cli.helpers import assert_on_server, make_files, run_upload, upload_argv
 from tests.cli.netproxy import FaultProxy
+from tests.support.httpd import local_http
 from tests.support.procs import Proc
 
 
@@ -45,15 +45,8 @@ class _PlainSite(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def plain_site() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PlainSite)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/files/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with local_http(_PlainSite) as origin:
+        yield f"{origin}/files/"
 
 
 def test_unreachable_endpoint(tmp_path: Path) -> None:

@@ -9,13 +9,14 @@ import random
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
+from tests.support.httpd import local_http
 from tus_server.uploader.discovery import DEFAULT_EXTENSIONS, discover, parse_extensions
 from tus_server.uploader.events import Event
 from tus_server.uploader.media import MediaWatcher
@@ -258,15 +259,8 @@ class _MediaApi(BaseHTTPRequestHandler):
 @pytest.fixture
 def media_api() -> Iterator[str]:
     handler = type("Api", (_MediaApi,), {"polls": {}})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/api/media/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with local_http(handler) as origin:
+        yield f"{origin}/api/media/"
 
 
 def test_media_watcher_follows_states_until_final(media_api: str) -> None:
