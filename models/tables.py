@@ -17,6 +17,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from models.clock import utcnow
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """timestamptz on PostgreSQL, so the instant survives any session time zone. SQLite stores
@@ -35,10 +37,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 # Every timestamp column uses this (``sa_type=Timestamp``); migrations render it as
 # ``sa.DateTime(timezone=True)``.
 Timestamp = UTCDateTime()
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Upload(SQLModel, table=True):

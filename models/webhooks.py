@@ -13,7 +13,8 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from models.tables import Timestamp, utcnow
+from models.tables import Timestamp
+from models.clock import utcnow
 
 
 class DeliveryState:

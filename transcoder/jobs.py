@@ -43,9 +43,10 @@ from sqlmodel import Session, col
 from models.config import Settings, load_settings
 from models.db import make_engine, session_scope
 from models.layout import Layout
-from models.tables import Media, MediaState, utcnow
+from models.tables import Media, MediaState
+from models.clock import utcnow
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
-from transcoder.logs import event
+from models.logs import event
 from transcoder.queue import default_job_id
 
 log = logging.getLogger("tusflow.jobs")

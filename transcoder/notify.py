@@ -41,7 +41,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import or_, update
@@ -50,7 +50,8 @@ from sqlmodel import Session, col, select
 
 from models.config import Settings, load_settings
 from models.db import make_engine, session_scope
-from models.tables import Media, Upload, utcnow
+from models.tables import Media, Upload
+from models.clock import aware, iso, utcnow
 from models.webhooks import WebhookDelivery as WD
 
 if TYPE_CHECKING:
@@ -101,15 +102,8 @@ def backoff(settings: Settings, attempts: int) -> float:
 
 
 # ---------------------------------------------------------------------------------- payloads
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return _aware(value).isoformat().replace("+00:00", "Z")
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands timestamps back naive (they are UTC); PostgreSQL hands them back aware."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _metadata(raw: str) -> dict[str, str]:
@@ -128,7 +122,7 @@ def upload_data(upload: Upload) -> dict[str, Any]:
     return {"upload_id": upload.id, "media_id": upload.id if upload.concat != "partial" else None,
             "owner": upload.owner, "length": upload.length, "offset": upload.offset,
             "partial": upload.concat == "partial", "metadata": _metadata(upload.metadata_raw),
-            "created_at": _iso(upload.created_at), "completed_at": _iso(upload.completed_at)}
+            "created_at": iso(upload.created_at), "completed_at": iso(upload.completed_at)}
 
 
 def media_data(media: Media) -> dict[str, Any]:
@@ -136,11 +130,11 @@ def media_data(media: Media) -> dict[str, Any]:
             "title": media.title, "filename": media.filename, "size": media.size,
             "duration": media.duration, "width": media.width, "height": media.height,
             "renditions": media.renditions, "error": media.error,
-            "api_path": f"/api/media/{media.id}", "finished_at": _iso(media.finished_at)}
+            "api_path": f"/api/media/{media.id}", "finished_at": iso(media.finished_at)}
 
 
 def make_body(delivery_id: str, event: str, created_at: datetime, data: dict[str, Any]) -> str:
-    return json.dumps({"id": delivery_id, "event": event, "created_at": _iso(created_at),
+    return json.dumps({"id": delivery_id, "event": event, "created_at": iso(created_at),
                        "data": data}, separators=(",", ":"), sort_keys=True, default=str)
 
 
@@ -151,7 +145,7 @@ def queue_name(settings: Settings) -> str:
 
 def redis_connection(settings: Settings, timeout: float = 5.0) -> "Redis":
     """The same Redis the transcoding queue uses: ``[redis] url`` or the private socket."""
-    from transcoder.redis_conn import connect
+    from models.redis_conn import connect
     return connect(settings, timeout=timeout)
 
 
@@ -310,7 +304,7 @@ def attempt(settings: Settings, engine: Engine, delivery_id: str,
         else:
             next_at = done + timedelta(seconds=backoff(settings, row.attempts))
             max_age = timedelta(seconds=settings.webhooks.max_age)
-            give_up = _aware(row.give_up_at or row.created_at + max_age)
+            give_up = aware(row.give_up_at or row.created_at + max_age)
             if next_at > give_up:
                 outcome, next_at = "failed", None
                 row.failed_at, row.next_attempt_at = done, None
@@ -391,7 +385,7 @@ def sweep(settings: Settings, engine: Engine, grace: float = 600.0) -> list[str]
     conn = redis_connection(settings)
     try:
         for row in rows:
-            at = max(_aware(row.next_attempt_at or now), now)
+            at = max(aware(row.next_attempt_at or now), now)
             with session_scope(engine) as s:
                 claim = update(WD).where(WD.id == row.id)
                 claim = claim.where(col(WD.enqueued_at).is_(None) if row.enqueued_at is None

@@ -32,9 +32,10 @@ from sqlmodel import Session, col
 
 from models.config import Settings
 from models.db import session_scope
-from models.tables import Media, MediaState, utcnow
-from transcoder.logs import event
-from transcoder.redis_conn import connect
+from models.tables import Media, MediaState
+from models.clock import utcnow
+from models.logs import event
+from models.redis_conn import connect
 
 log = logging.getLogger("tusflow.queue")
 

@@ -41,10 +41,11 @@ from sqlmodel import Session, col, select
 
 from models.config import Settings
 from models.db import session_scope
-from models.tables import Media, MediaState, utcnow
-from transcoder.logs import event, media_from_job_id
+from models.tables import Media, MediaState
+from models.clock import utcnow
+from models.logs import event, media_from_job_id
 from transcoder.queue import default_job_id, enqueue_transcode, get_queue, next_job_id
-from transcoder.redis_conn import connect
+from models.redis_conn import connect
 
 log = logging.getLogger("tusflow.reconcile")
 

@@ -1,5 +1,6 @@
-"""The ``tusflow`` command. Each subcommand lives in ``tus_server/commands/<name>.py`` and
-registers itself with ``register(subparsers)``; its handler receives the parsed arguments."""
+"""The ``tusflow`` command. Each subcommand lives in its own module (``COMMANDS``) and registers
+itself with ``register(subparsers)``; its handler receives the parsed arguments. ``upload`` is
+the command-line client, which lives in its own package and imports nothing of the server."""
 
 from __future__ import annotations
 
@@ -8,9 +9,18 @@ import importlib
 import sys
 
 from models.config import ConfigError
-from transcoder.logs import configure as configure_logs
+from models.logs import configure as configure_logs
 
-COMMANDS = ("serve", "cleanup", "worker", "up", "jobs", "upload", "migrate", "webhooks")
+COMMANDS = {
+    "serve": "tus_server.commands.serve",
+    "cleanup": "tus_server.commands.cleanup",
+    "worker": "tus_server.commands.worker",
+    "up": "tus_server.commands.up",
+    "jobs": "tus_server.commands.jobs",
+    "upload": "tusflow_client.command",
+    "migrate": "tus_server.commands.migrate",
+    "webhooks": "tus_server.commands.webhooks",
+}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -19,13 +29,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tusflow", description="Resumable uploads published as HLS.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only not in COMMANDS else (only,):
-        try:
-            module = importlib.import_module(f"tus_server.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"tus_server.commands.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(COMMANDS[name]).register(sub)
     return parser
 
 

@@ -17,15 +17,15 @@ import pytest
 import requests
 
 from tests.support.httpd import local_http
-from tus_server.uploader.discovery import DEFAULT_EXTENSIONS, discover, parse_extensions
-from tus_server.uploader.events import Event
-from tus_server.uploader.media import MediaWatcher
-from tus_server.uploader.net import Timeouts, describe
-from tus_server.uploader.progress import PlainRenderer, TtyRenderer
-from tus_server.uploader.retry import RetryPolicy
-from tus_server.uploader.state import StateError, StateFile, default_state_path, state_key
-from tus_server.uploader.summary import Summary, exit_status
-from tus_server.uploader.transfer import FileResult, filetype_for, title_for
+from tusflow_client.discovery import DEFAULT_EXTENSIONS, discover, parse_extensions
+from tusflow_client.events import Event
+from tusflow_client.media import MediaWatcher
+from tusflow_client.net import Timeouts, describe
+from tusflow_client.progress import PlainRenderer, TtyRenderer
+from tusflow_client.retry import RetryPolicy
+from tusflow_client.state import StateError, StateFile, default_state_path, state_key
+from tusflow_client.summary import Summary, exit_status
+from tusflow_client.transfer import FileResult, filetype_for, title_for
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

@@ -20,7 +20,7 @@ from models.tables import MediaState
 from tests.jobs.conftest import TINY_LADDER, Stack, upload, wait_until
 from tests.support.procs import TUSFLOW, Proc
 from transcoder.queue import default_job_id
-from transcoder.redis_conn import connect
+from models.redis_conn import connect
 from tus_server.cli import main as cli_main
 
 

@@ -17,7 +17,7 @@ from transcoder.queue import (
     default_job_id, enqueue_transcode, queue_position, queue_positions,
 )
 from transcoder.reconcile import reconcile
-from transcoder.redis_conn import connect
+from models.redis_conn import connect
 
 
 def test_upload_is_queued_then_transcoded_to_ready(stack: Callable, start_server: Callable,

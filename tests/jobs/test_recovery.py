@@ -16,7 +16,7 @@ from models.layout import Layout
 from models.tables import MediaState
 from tests.jobs.conftest import SLOW_LADDER, TUS, no_process_in, upload, wait_until
 from tests.support.procs import RedisServer
-from transcoder.redis_conn import connect
+from models.redis_conn import connect
 
 
 def test_redis_down_at_completion_job_runs_once_when_it_is_back(

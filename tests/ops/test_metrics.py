@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from models.config import load_settings
 from models.db import init_db, make_engine
-from models.tables import Media, MediaState, utcnow
+from models.tables import Media, MediaState
+from models.clock import utcnow
 from tests.ops.conftest import scrape, value, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from models.clock import iso
 from models.layout import Layout
 from models.tables import Media, MediaState, Upload
 from tus_server.api.access import EVERYONE, Viewer
@@ -41,13 +42,6 @@ class Page:
     next_cursor: str | None
 
 
-def iso(value: datetime | None) -> str | None:
-    """Timestamps are stored as naive UTC; clients get ISO 8601 with an explicit Z."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def encode_cursor(created_at: datetime, item_id: str) -> str:

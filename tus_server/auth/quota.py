@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, select
 
-from models.tables import Media, Upload, utcnow
+from models.tables import Media, Upload
+from models.clock import utcnow
 from tus_server.auth.errors import ERR_QUOTA_DAY, ERR_QUOTA_TOTAL, ERR_TOO_LARGE
 from tus_server.auth.principal import Principal
 

@@ -22,7 +22,8 @@ from starlette.routing import BaseRoute, Route
 
 from models.config import Settings
 from models.db import session_scope
-from models.tables import Media, Upload, utcnow
+from models.tables import Media, Upload
+from models.clock import aware, iso, utcnow
 from tus_server.auth.access import can_access
 from tus_server.auth.principal import Principal
 from tus_server.auth.signing import PlaybackSigner
@@ -37,10 +38,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
 class AuthRoutes:
@@ -61,7 +58,7 @@ class AuthRoutes:
             rows = session.exec(
                 select(Upload).where(Upload.owner == user, col(Upload.completed_at).is_(None))
                 .order_by(col(Upload.created_at).desc()).limit(LIST_LIMIT * 2)).all()
-        return [u for u in rows if u.expires_at is None or _aware(u.expires_at) > now][:LIST_LIMIT]
+        return [u for u in rows if u.expires_at is None or aware(u.expires_at) > now][:LIST_LIMIT]
 
     async def mine(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -88,8 +85,8 @@ class AuthRoutes:
             "length": upload.length,
             "metadata": {k: v.decode("utf-8", "replace") for k, v in values.items()},
             "partial": upload.concat == "partial",
-            "created_at": _iso(upload.created_at),
-            "expires_at": _iso(upload.expires_at),
+            "created_at": iso(upload.created_at),
+            "expires_at": iso(upload.expires_at),
         }
 
     def _media_owner(self, media_id: str) -> tuple[bool, str | None]:
@@ -115,8 +112,6 @@ class AuthRoutes:
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def auth_routes(settings: Settings, engine: Engine, signer: PlaybackSigner | None) -> list[BaseRoute]:

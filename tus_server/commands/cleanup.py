@@ -23,7 +23,8 @@ from sqlmodel import Session, select
 from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.layout import Layout
-from models.tables import Upload, utcnow
+from models.tables import Upload
+from models.clock import utcnow
 from tus_server.tus.headers import is_valid_id
 from tus_server.tus.handlers import is_expired
 from tus_server.tus.locks import UploadLocks

@@ -30,9 +30,9 @@ from sqlmodel import Session, col, select
 from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.tables import Media, MediaState
-from transcoder.logs import media_from_job_id
+from models.logs import media_from_job_id
 from transcoder.queue import MediaNotFound, get_queue, job_belongs_to, retry_media
-from transcoder.redis_conn import connect, redis_url
+from models.redis_conn import connect, redis_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -35,9 +35,9 @@ from redis.exceptions import RedisError
 
 from models.config import Settings, load_settings
 from models.layout import Layout
-from transcoder.logs import configure as configure_logs
-from transcoder.logs import event
-from transcoder.redis_conn import MAX_SOCKET_PATH, connect, private_socket, uses_private_redis
+from models.logs import configure as configure_logs
+from models.logs import event
+from models.redis_conn import MAX_SOCKET_PATH, connect, private_socket, uses_private_redis
 from tus_server.commands.worker import die_with_parent
 
 log = logging.getLogger("tusflow.up")

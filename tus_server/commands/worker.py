@@ -34,10 +34,10 @@ from rq.utils import now
 from models.config import Settings, load_settings
 from models.db import init_db, make_engine
 from models.layout import Layout
-from transcoder.logs import configure as configure_logs
-from transcoder.logs import event
+from models.logs import configure as configure_logs
+from models.logs import event
 from transcoder.reconcile import reconcile
-from transcoder.redis_conn import connect, redis_url
+from models.redis_conn import connect, redis_url
 
 log = logging.getLogger("tusflow.worker")
 

@@ -15,7 +15,7 @@ import threading
 from contextlib import aclosing
 from dataclasses import dataclass
 from email.utils import format_datetime
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Awaitable, Callable, Protocol
 
 import anyio.to_thread
@@ -26,7 +26,8 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from models.config import Settings
-from models.tables import Upload, utcnow
+from models.tables import Upload
+from models.clock import aware, utcnow
 from tus_server.tus import errors as E
 from tus_server.tus import headers as H
 from tus_server.tus.body import BodyEnd, BodyReader, TrackedReceive
@@ -181,7 +182,7 @@ class TusHandler:
     def _expires_header(self, upload: Upload) -> dict[str, str]:
         if upload.expires_at is None or upload.is_complete:
             return {}
-        return {"Upload-Expires": format_datetime(_aware(upload.expires_at), usegmt=True)}
+        return {"Upload-Expires": format_datetime(aware(upload.expires_at), usegmt=True)}
 
     # ------------------------------------------------------------------ shared checks
     async def _load(self, upload_id: str, request: Request | None = None, locked: bool = False) -> Upload:
@@ -574,7 +575,7 @@ def is_expired(upload: Upload, now: datetime | None = None) -> bool:
         return False
     if upload.is_complete and upload.concat != "partial":
         return False
-    return _aware(upload.expires_at) < (now or utcnow())
+    return aware(upload.expires_at) < (now or utcnow())
 
 
 def _is_final(upload: Upload) -> bool:
@@ -599,9 +600,6 @@ def _end_error(end: str | None) -> E.TusError:
     return E.ERR_CLIENT_GONE()
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands datetimes back without a zone; they were written as UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _safe_type(value: str) -> bool:

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.db import session_scope
-from models.tables import Upload, utcnow
+from models.tables import Upload
+from models.clock import utcnow
 
 T = TypeVar("T")
 

@@ -41,12 +41,12 @@ from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 from tusclient.request import TusRequest
 from tusclient.uploader import Uploader
 
-from tus_server.uploader.events import Emit, Event
-from tus_server.uploader.net import Timeouts, auth_headers, describe, new_session
-from tus_server.uploader.retry import RetryPolicy
-from tus_server.uploader.server import ServerInfo
-from tus_server.uploader.state import StateFile, state_key
-from tus_server.uploader.units import human_bytes
+from tusflow_client.events import Emit, Event
+from tusflow_client.net import Timeouts, auth_headers, describe, new_session
+from tusflow_client.retry import RetryPolicy
+from tusflow_client.server import ServerInfo
+from tusflow_client.state import StateFile, state_key
+from tusflow_client.units import human_bytes
 
 UPLOADED, RESUMED, SKIPPED, FAILED, NOT_STARTED = "uploaded", "resumed", "skipped", "failed", "not started"
 

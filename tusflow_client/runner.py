@@ -20,17 +20,17 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Iterator
 
-from tus_server.uploader.discovery import discover
-from tus_server.uploader.events import Emit, Event
-from tus_server.uploader.media import MediaStatus, MediaWatcher
-from tus_server.uploader.net import new_session
-from tus_server.uploader.progress import (JsonRenderer, PlainRenderer, TtyRenderer, _Renderer, describe_event,
+from tusflow_client.discovery import discover
+from tusflow_client.events import Emit, Event
+from tusflow_client.media import MediaStatus, MediaWatcher
+from tusflow_client.net import new_session
+from tusflow_client.progress import (JsonRenderer, PlainRenderer, TtyRenderer, _Renderer, describe_event,
                                           display_name)
-from tus_server.uploader.server import EndpointError, ServerInfo, probe
-from tus_server.uploader.state import StateError, StateFile
-from tus_server.uploader.summary import EXIT_INTERRUPTED, EXIT_UNUSABLE, Summary, exit_status
-from tus_server.uploader.transfer import FAILED, NOT_STARTED, FileResult, Transfer, TransferOptions
-from tus_server.uploader.units import human_bytes
+from tusflow_client.server import EndpointError, ServerInfo, probe
+from tusflow_client.state import StateError, StateFile
+from tusflow_client.summary import EXIT_INTERRUPTED, EXIT_UNUSABLE, Summary, exit_status
+from tusflow_client.transfer import FAILED, NOT_STARTED, FileResult, Transfer, TransferOptions
+from tusflow_client.units import human_bytes
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from tus_server.uploader.net import Timeouts, describe
+from tusflow_client.net import Timeouts, describe
 
 TUS_VERSION = "1.0.0"
 # Strongest first; tuspy's own default is sha1, which every checksum-capable server must accept.

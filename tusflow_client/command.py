@@ -1,6 +1,6 @@
 """``tusflow upload``: bulk, resumable uploads of recordings to a tus endpoint (tuspy-based).
 
-Argument parsing only; the work is in ``tus_server.uploader`` (imported when the command runs,
+Argument parsing only; the work is in ``tusflow_client`` (imported when the command runs,
 so other subcommands do not pay for requests and tuspy at start-up).
 """
 
@@ -92,12 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tus_server.uploader.discovery import parse_extensions
-    from tus_server.uploader.net import Timeouts
-    from tus_server.uploader.retry import RetryPolicy
-    from tus_server.uploader.runner import Run, RunOptions
-    from tus_server.uploader.state import default_state_path
-    from tus_server.uploader.transfer import TransferOptions
+    from tusflow_client.discovery import parse_extensions
+    from tusflow_client.net import Timeouts
+    from tusflow_client.retry import RetryPolicy
+    from tusflow_client.runner import Run, RunOptions
+    from tusflow_client.state import default_state_path
+    from tusflow_client.transfer import TransferOptions
 
     endpoint = args.endpoint
     if not endpoint.startswith(("http://", "https://")):

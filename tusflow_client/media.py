@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
-from tus_server.uploader.events import Emit, Event
-from tus_server.uploader.net import Timeouts, describe
+from tusflow_client.events import Emit, Event
+from tusflow_client.net import Timeouts, describe
 
 FINAL_STATES = frozenset({"ready", "failed", "unavailable", "timeout", "unknown"})
 

@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from tus_server.uploader.events import Event
-from tus_server.uploader.units import human_bytes, human_duration, human_rate
+from tusflow_client.events import Event
+from tusflow_client.units import human_bytes, human_duration, human_rate
 
 
 def display_name(path: str | None) -> str:

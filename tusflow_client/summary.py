@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tus_server.uploader.progress import display_name
-from tus_server.uploader.transfer import FAILED, NOT_STARTED, RESUMED, SKIPPED, UPLOADED, FileResult
-from tus_server.uploader.units import human_bytes, human_duration, human_rate
+from tusflow_client.progress import display_name
+from tusflow_client.transfer import FAILED, NOT_STARTED, RESUMED, SKIPPED, UPLOADED, FileResult
+from tusflow_client.units import human_bytes, human_duration, human_rate
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ROWS = (UPLOADED, RESUMED, SKIPPED, FAILED, NOT_STARTED)
