@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
+from models import outbox
 from models.config import Settings, load_settings
 from models.db import make_engine, session_scope
 from models.layout import Layout
@@ -47,6 +48,7 @@ from models.tables import Media, MediaState
 from models.clock import utcnow
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
 from models.logs import event
+from transcoder import webhooks
 from transcoder.queue import default_job_id
 
 log = logging.getLogger("tusflow.jobs")
@@ -385,24 +387,16 @@ def publish_dir(staged: Path, target: Path, trash: Path) -> None:
 # ---------------------------------------------------------------------------------- webhooks
 def _announce(session: Session, settings: Settings, name: str, media_id: str) -> list[str]:
     """Record a media.* webhook in the transaction that makes it true (when webhooks exist)."""
-    try:
-        from transcoder import notify
-    except ImportError:
-        return []
     media = session.get(Media, media_id, populate_existing=True)
-    if media is None or not notify.wanted(settings, name):
+    if media is None or not outbox.wanted(settings, name):
         return []
-    return notify.record(session, settings, name, notify.media_data(media), subject=media_id)
+    return outbox.record(session, settings, name, outbox.media_data(media), subject=media_id)
 
 
 def _announce_after_commit(settings: Settings, engine: Engine, ids: list[str]) -> None:
     if not ids:
         return
-    try:
-        from transcoder import notify
-        notify.enqueue(settings, engine, ids)
-    except Exception as exc:  # never fail a transcode over a webhook; the sweep retries
-        log.warning("event=webhook.enqueue_failed error=%s", exc)
+    webhooks.enqueue(settings, engine, ids)  # never raises; the sweep retries
 
 
 __all__ = ["FfmpegFailed", "InputRejected", "publish_dir", "transcode_media"]

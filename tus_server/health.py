@@ -44,7 +44,7 @@ class Checks:
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        from transcoder.notify import redis_connection  # the URL rule the queue uses
+        from models.redis_conn import connect as redis_connection  # the URL rule the queue uses
         self.redis = redis_connection(ctx.settings, timeout=CHECK_TIMEOUT)
 
     async def run(self) -> dict[str, dict[str, Any]]:

@@ -229,7 +229,8 @@ class StateCollector(Collector):
     def _rq_counts(self) -> dict[str, tuple[dict[str, int], int]]:
         from rq import Queue, Worker
 
-        from transcoder.notify import queue_name, redis_connection
+        from models.redis_conn import connect as redis_connection
+        from transcoder.webhooks import queue_name
         conn = redis_connection(self.settings, timeout=2.0)
         try:
             out = {}

@@ -33,11 +33,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from models.metadata import stored_metadata
 from models.config import Settings
 from models.tables import Media, Upload
 from tus_server.api.ids import is_media_id
 from tus_server.context import AppContext
-from tus_server.tus import headers as H
 
 PACKAGE = Path(__file__).resolve().parent
 STATIC = PACKAGE / "static"
@@ -239,7 +239,7 @@ class Pages:
             upload = session.get(Upload, media_id)
             if upload is None or upload.completed_at is not None:
                 return None
-        meta = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
+        meta = stored_metadata(upload.metadata_raw)
         return meta.text("title") or meta.text("filename"), meta.text("description")
 
     def not_found(self, request: Request, message_key: str = "notfound.text") -> HTMLResponse:

@@ -13,10 +13,13 @@ import logging
 import anyio.to_thread
 from sqlmodel import Session
 
+from models.metadata import stored_metadata
+from models import outbox
 from models.config import Settings
 from models.tables import Media, MediaState, Upload
+from transcoder import webhooks
+from transcoder.queue import enqueue_transcode
 from tus_server.context import AppContext
-from tus_server.tus import headers as H
 
 log = logging.getLogger("tusflow.publish")
 
@@ -30,7 +33,7 @@ class Publisher:
         self.ctx = ctx
 
     def in_transaction(self, session: Session, upload: Upload) -> None:
-        meta = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
+        meta = stored_metadata(upload.metadata_raw)
         filename = meta.text("filename") or meta.text("name")
         title = meta.text("title") or _title_from(filename) or "Untitled video"
         original = self.ctx.layout.relative(self.ctx.layout.original_file(upload.id))
@@ -51,10 +54,6 @@ class Publisher:
 
     def _enqueue(self, media_id: str) -> None:
         try:
-            from transcoder.queue import enqueue_transcode
-        except ImportError:  # transcoding not installed in this build
-            return
-        try:
             enqueue_transcode(self.ctx.settings, self.ctx.engine, media_id)
         except Exception as exc:  # Redis down: the reconciler enqueues it later
             log.warning("media=%s enqueue deferred: %s", media_id, exc)
@@ -71,18 +70,13 @@ def _title_from(filename: str) -> str:
 def _announce(session: Session, settings: Settings, event: str, upload: Upload) -> None:
     """Record the webhook in the completion transaction, so it exists exactly when the
     completion does (a crash right after the commit cannot lose it)."""
-    try:
-        from transcoder import notify
-    except ImportError:
-        return
-    notify.record(session, settings, event, notify.upload_data(upload), subject=upload.id)
+    outbox.record(session, settings, event, outbox.upload_data(upload), subject=upload.id)
 
 
 def _announce_after_commit(ctx: AppContext, upload_id: str) -> None:
     """Wake the delivery; on any failure the row waits for the worker's sweep instead of
     failing an upload that is already complete."""
     try:
-        from transcoder import notify
-        notify.enqueue_subject(ctx.settings, ctx.engine, upload_id)
+        webhooks.enqueue_subject(ctx.settings, ctx.engine, upload_id)
     except Exception as exc:
         log.warning("upload=%s webhook not enqueued yet: %s", upload_id, exc)

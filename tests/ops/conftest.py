@@ -130,7 +130,7 @@ class RqWorker:
     tusflow's own worker, or ``tusflow worker`` as deployed."""
 
     def __init__(self, settings: Settings, cwd: Path, tusflow: bool = False):
-        from transcoder.notify import queue_name
+        from transcoder.webhooks import queue_name
         if tusflow:
             argv = [TUSFLOW, "worker", "--config", str(settings.config_path)]
             ready = r"event=worker\.start"

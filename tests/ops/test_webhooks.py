@@ -17,7 +17,9 @@ from models.db import init_db, make_engine
 from models.webhooks import WebhookDelivery
 from tests.ops.conftest import SECRET, Receiver, wait_until
 from tests.support.procs import TUSFLOW
-from transcoder import notify
+from models import outbox
+from models.redis_conn import connect
+from transcoder import webhooks
 
 pytestmark = pytest.mark.e2e
 
@@ -38,18 +40,18 @@ def _row(engine, delivery_id: str) -> WebhookDelivery:  # type: ignore[no-untype
 # ------------------------------------------------------------------ signing, in process
 def test_signature_verifies_and_rejects_tampering_and_replays() -> None:
     body = b'{"id":"x","event":"media.ready"}'
-    header = notify.sign("s3cret", body, int(time.time()))
-    assert notify.verify("s3cret", header, body)
-    assert not notify.verify("other", header, body)
-    assert not notify.verify("s3cret", header, body + b" ")
-    old = notify.sign("s3cret", body, int(time.time()) - 3600)
-    assert not notify.verify("s3cret", old, body)
-    assert not notify.verify("s3cret", "v1=deadbeef", body)
+    header = outbox.sign("s3cret", body, int(time.time()))
+    assert outbox.verify("s3cret", header, body)
+    assert not outbox.verify("other", header, body)
+    assert not outbox.verify("s3cret", header, body + b" ")
+    old = outbox.sign("s3cret", body, int(time.time()) - 3600)
+    assert not outbox.verify("s3cret", old, body)
+    assert not outbox.verify("s3cret", "v1=deadbeef", body)
 
 
 def test_backoff_doubles_up_to_the_cap(settings: Settings) -> None:
     s = settings.replace(webhooks={"retry_base": 30.0, "retry_max": 3600.0})
-    assert [notify.backoff(s, n) for n in (1, 2, 3, 7, 8, 30)] == [30, 60, 120, 1920, 3600, 3600]
+    assert [outbox.backoff(s, n) for n in (1, 2, 3, 7, 8, 30)] == [30, 60, 120, 1920, 3600, 3600]
 
 
 def test_urls_without_a_secret_are_refused(make_config: Callable) -> None:
@@ -63,9 +65,9 @@ def test_urls_without_a_secret_are_refused(make_config: Callable) -> None:
 def test_nothing_is_recorded_without_urls_or_for_unselected_events(settings: Settings,
                                                                   webhook_settings: Callable) -> None:
     engine = _engine(settings)
-    assert notify.emit(settings, engine, "media.ready", {"media_id": "m"}) == []
+    assert webhooks.emit(settings, engine, "media.ready", {"media_id": "m"}) == []
     selective = webhook_settings(events=["media.failed"])
-    assert notify.emit(selective, engine, "media.ready", {"media_id": "m"}) == []
+    assert webhooks.emit(selective, engine, "media.ready", {"media_id": "m"}) == []
     with Session(engine) as s:
         assert s.exec(select(WebhookDelivery)).all() == []
     engine.dispose()
@@ -77,7 +79,7 @@ def test_signed_delivery_reaches_the_receiver(webhook_settings: Callable, receiv
     settings = webhook_settings()
     engine = _engine(settings)
     start_worker(settings)
-    [delivery_id] = notify.emit(settings, engine, "media.ready", {"media_id": "abc", "title": "Ünïcode"},
+    [delivery_id] = webhooks.emit(settings, engine, "media.ready", {"media_id": "abc", "title": "Ünïcode"},
                                 subject="abc")
 
     [got] = receiver.wait_for(lambda rs: len(rs) >= 1)
@@ -106,7 +108,7 @@ def test_receiver_errors_are_retried_with_backoff_and_the_same_id(
     engine = _engine(settings)
     receiver.plan = [500, 503]
     start_worker(settings)
-    [delivery_id] = notify.emit(settings, engine, "upload.completed", {"upload_id": "u1"}, subject="u1")
+    [delivery_id] = webhooks.emit(settings, engine, "upload.completed", {"upload_id": "u1"}, subject="u1")
 
     got = receiver.wait_for(lambda rs: any(r.status == 200 for r in rs), timeout=40)
     assert [r.status for r in got] == [500, 503, 200]
@@ -130,10 +132,10 @@ def test_duplicate_wakeups_send_once(webhook_settings: Callable, receiver: Recei
     """A lost-and-found or doubled RQ job must not deliver twice: the row decides."""
     settings = webhook_settings()
     engine = _engine(settings)
-    [delivery_id] = notify.emit(settings, engine, "media.failed", {"media_id": "m"})
-    conn = notify.redis_connection(settings)
+    [delivery_id] = webhooks.emit(settings, engine, "media.failed", {"media_id": "m"})
+    conn = connect(settings)
     for _ in range(3):
-        notify._wake(settings, conn, delivery_id)
+        webhooks._wake(settings, conn, delivery_id)
     conn.close()
     start_worker(settings)
     receiver.wait_for(lambda rs: len(rs) >= 1)
@@ -149,8 +151,8 @@ def test_gives_up_after_max_age_then_redeliver_from_the_cli(
     engine = _engine(settings)
     receiver.default = 500
     start_worker(settings)
-    first = notify.emit(settings, engine, "media.deleted", {"media_id": "m1"})[0]
-    second = notify.emit(settings, engine, "media.deleted", {"media_id": "m2"})[0]
+    first = webhooks.emit(settings, engine, "media.deleted", {"media_id": "m1"})[0]
+    second = webhooks.emit(settings, engine, "media.deleted", {"media_id": "m2"})[0]
     config = str(settings.config_path)
 
     for delivery_id in (first, second):
@@ -196,7 +198,7 @@ def test_redis_down_at_emit_time_is_recovered_by_the_sweep(
     settings = webhook_settings()
     engine = _engine(settings)
     redis_server.stop()
-    [delivery_id] = notify.emit(settings, engine, "upload.created", {"upload_id": "u"})
+    [delivery_id] = webhooks.emit(settings, engine, "upload.created", {"upload_id": "u"})
     assert _row(engine, delivery_id).enqueued_at is None, "the row stays, waiting for the sweep"
 
     redis_server.start()
@@ -205,22 +207,22 @@ def test_redis_down_at_emit_time_is_recovered_by_the_sweep(
                            capture_output=True, text=True, timeout=60)
     assert swept.returncode == 0 and "1 deliveries" in swept.stdout, swept.stdout + swept.stderr
     receiver.wait_for(lambda rs: delivery_id in receiver.acked)
-    assert notify.sweep(settings, engine) == [], "nothing left to sweep"
+    assert webhooks.sweep(settings, engine) == [], "nothing left to sweep"
     engine.dispose()
 
 
 def test_sweep_rewakes_overdue_deliveries_once(webhook_settings: Callable) -> None:
     settings = webhook_settings()
     engine = _engine(settings)
-    [delivery_id] = notify.emit(settings, engine, "media.ready", {"media_id": "m"})
+    [delivery_id] = webhooks.emit(settings, engine, "media.ready", {"media_id": "m"})
     with Session(engine) as s:  # the wake-up was enqueued, then Redis lost it long ago
         row = s.get(WebhookDelivery, delivery_id)
         assert row is not None and row.enqueued_at is not None
         row.next_attempt_at = row.created_at - timedelta(hours=1)
         s.add(row)
         s.commit()
-    assert notify.sweep(settings, engine, grace=60) == [delivery_id]
-    assert notify.sweep(settings, engine, grace=60) == [], "swept rows are due again, not overdue"
+    assert webhooks.sweep(settings, engine, grace=60) == [delivery_id]
+    assert webhooks.sweep(settings, engine, grace=60) == [], "swept rows are due again, not overdue"
     engine.dispose()
 
 
@@ -228,7 +230,7 @@ def test_list_shows_pending_deliveries(webhook_settings: Callable) -> None:
     settings = webhook_settings()
     engine = _engine(settings)
     with Session(engine) as s:
-        ids = notify.record(s, settings, "media.ready", {"media_id": "m"}, subject="m")
+        ids = outbox.record(s, settings, "media.ready", {"media_id": "m"}, subject="m")
         s.commit()
     out = subprocess.run([TUSFLOW, "webhooks", "list", "--pending", "--config", str(settings.config_path)],
                          capture_output=True, text=True, timeout=60)

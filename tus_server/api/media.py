@@ -26,7 +26,8 @@ from tus_server.api.ids import is_media_id
 from tus_server.api.items import DEFAULT_LIMIT, MAX_LIMIT, CursorError, MediaCatalog
 from tus_server.api.jobs import JobQueue, QueueUnavailable
 from tus_server.api.links import PlaybackLinks, signing_user
-from transcoder import notify
+from models import outbox
+from transcoder import webhooks
 
 log = logging.getLogger("tusflow.api")
 
@@ -113,9 +114,9 @@ class MediaApi:
             for row in (session.get(Media, media_id), session.get(Upload, media_id)):
                 if row is not None:
                     session.delete(row)
-            hooks = notify.record(session, self.jobs.settings, "media.deleted", notify.media_data(media),
+            hooks = outbox.record(session, self.jobs.settings, "media.deleted", outbox.media_data(media),
                                   media_id)
-        notify.enqueue(self.jobs.settings, self.engine, hooks)  # never raises; the sweep retries
+        webhooks.enqueue(self.jobs.settings, self.engine, hooks)  # never raises; the sweep retries
         self._remove_files(media_id, media, upload)
         log.info("media=%s deleted", media_id)
         return Response(status_code=204, headers=NO_STORE)

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from models.metadata import stored_metadata
 from models.config import Settings
 from models.db import session_scope
 from models.tables import Media, Upload
@@ -74,10 +75,7 @@ class AuthRoutes:
                             headers={"Cache-Control": "no-store"})
 
     def _upload_json(self, request: Request, upload: Upload) -> dict[str, Any]:
-        try:
-            values = H.parse_metadata(upload.metadata_raw, max(self.meta_limit, len(upload.metadata_raw)), 1024).values
-        except Exception:  # stored before today's limits; show what can be shown
-            values = {}
+        values = stored_metadata(upload.metadata_raw).values
         return {
             "id": upload.id,
             "url": self.urls.upload_url(request, upload.id),

@@ -80,7 +80,7 @@ def run_redeliver(args: argparse.Namespace) -> int:
         print("tusflow: give delivery ids or --all-failed (not both)", file=sys.stderr)
         return 2
     settings = _settings(args)
-    from transcoder.notify import redeliver
+    from transcoder.webhooks import redeliver
     engine = _engine(settings)
     reset = redeliver(settings, engine, args.ids, all_failed=args.all_failed)
     with Session(engine) as s:
@@ -100,7 +100,7 @@ def run_redeliver(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from transcoder.notify import sweep
+    from transcoder.webhooks import sweep
     engine = _engine(settings)
     try:
         woken = sweep(settings, engine, grace=args.grace)

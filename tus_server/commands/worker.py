@@ -36,6 +36,7 @@ from models.db import init_db, make_engine
 from models.layout import Layout
 from models.logs import configure as configure_logs
 from models.logs import event
+from transcoder import webhooks
 from transcoder.reconcile import reconcile
 from models.redis_conn import connect, redis_url
 
@@ -69,13 +70,8 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
 
 
 def extra_queues(settings: Settings) -> list[str]:
-    """Queues served besides transcoding (webhook deliveries), when their module exists."""
-    try:
-        from transcoder import notify
-    except ImportError:
-        return []
-    name = getattr(notify, "queue_name", None)
-    return [name(settings)] if callable(name) else []
+    """Queues served besides transcoding: webhook deliveries."""
+    return [webhooks.queue_name(settings)]
 
 
 class TranscodeWorker(Worker):
@@ -124,13 +120,8 @@ class TranscodeWorker(Worker):
             self.last_cleaned_at = now()
             event(log, "maintenance.skipped", None, level=logging.WARNING, error=str(exc))
         try:
-            from transcoder import notify
-            sweep = getattr(notify, "sweep", None)
-            hooks = getattr(self.tusflow_settings, "webhooks", None)
-            if callable(sweep) and hooks is not None and hooks.urls:
-                sweep(self.tusflow_settings, self.tusflow_engine)
-        except ImportError:
-            pass
+            if self.tusflow_settings.webhooks.urls:
+                webhooks.sweep(self.tusflow_settings, self.tusflow_engine)
         except Exception as exc:
             event(log, "webhooks.sweep_failed", None, level=logging.WARNING, error=str(exc))
 

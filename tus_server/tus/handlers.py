@@ -35,7 +35,7 @@ from tus_server.tus.locks import LockHandle, UploadLocks
 from tus_server.tus.repo import UploadRepo
 from tus_server.tus.store import FileStore
 from tus_server.tus.urls import UrlBuilder
-from transcoder.notify import announce_upload
+from transcoder.webhooks import announce_upload
 
 log = logging.getLogger("tusflow.tus")
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import re
-import unicodedata
 from dataclasses import dataclass
 
+from models.metadata import BASE64, Metadata, MetadataError, decode_metadata
 from tus_server.tus import errors as E
 
 TUS_VERSION = "1.0.0"
@@ -17,8 +16,6 @@ CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "sha512")
 
 _DIGITS = re.compile(r"[0-9]+")
 _ID = re.compile(r"[0-9a-f]{32}")
-_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # visible ASCII except ','
 
 
 def parse_uint(value: str | None, err: E.TusError) -> int:
@@ -41,55 +38,12 @@ def check_tus_resumable(value: str | None) -> None:
         raise E.ERR_UNSUPPORTED_VERSION()
 
 
-@dataclass(frozen=True)
-class Metadata:
-    """Upload-Metadata as the client sent it, plus decoded values for the server's own use."""
-
-    raw: str
-    values: dict[str, bytes]
-
-    def text(self, key: str, default: str = "") -> str:
-        """A value as display text for titles, file names and headers. Control characters are
-        dropped: a NUL cannot be stored in a PostgreSQL text column (completion would fail for
-        ever), and CR/LF must never reach a header. The exact bytes stay in ``values``/``raw``."""
-        value = self.values.get(key)
-        if value is None:
-            return default
-        text = value.decode("utf-8", errors="replace")
-        return "".join(ch for ch in text if not unicodedata.category(ch).startswith("C") or ch == " ")
-
-
 def parse_metadata(header: str | None, max_size: int, max_pairs: int) -> Metadata:
-    """Validate strictly (400 on any malformation) but keep the raw header for the round trip."""
-    if header is None:
-        return Metadata("", {})
-    header = header.strip(" \t")
-    if not header:
-        return Metadata("", {})
-    if len(header) > max_size:
-        raise E.ERR_INVALID_METADATA(f"Upload-Metadata is longer than {max_size} bytes")
-    pairs = header.split(",")
-    if len(pairs) > max_pairs:
-        raise E.ERR_INVALID_METADATA(f"Upload-Metadata has more than {max_pairs} pairs")
-    values: dict[str, bytes] = {}
-    for pair in pairs:
-        pair = pair.strip(" \t")
-        parts = pair.split(" ")
-        if len(parts) > 2 or not parts[0]:
-            raise E.ERR_INVALID_METADATA("Upload-Metadata pairs must be 'key base64value'")
-        key = parts[0]
-        if not _KEY.fullmatch(key):
-            raise E.ERR_INVALID_METADATA("Upload-Metadata keys must be visible ASCII")
-        if key in values:
-            raise E.ERR_INVALID_METADATA(f"Upload-Metadata key {key!r} appears twice")
-        encoded = parts[1] if len(parts) == 2 else ""
-        if not _B64.fullmatch(encoded):
-            raise E.ERR_INVALID_METADATA(f"Upload-Metadata value of {key!r} is not base64")
-        try:
-            values[key] = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise E.ERR_INVALID_METADATA(f"Upload-Metadata value of {key!r} is not base64") from None
-    return Metadata(header, values)
+    """The creation-time check: 400 on any malformation (see ``models.metadata``)."""
+    try:
+        return decode_metadata(header, max_size, max_pairs)
+    except MetadataError as exc:
+        raise E.ERR_INVALID_METADATA(str(exc)) from None
 
 
 def encode_metadata(values: dict[str, bytes | str]) -> str:
@@ -117,7 +71,7 @@ def parse_checksum(header: str | None) -> Checksum | None:
     if algorithm not in CHECKSUM_ALGORITHMS:
         raise E.ERR_CHECKSUM_ALGORITHM(
             f"unsupported checksum algorithm {algorithm[:32]!r}; supported: {','.join(CHECKSUM_ALGORITHMS)}")
-    if not _B64.fullmatch(encoded):
+    if not BASE64.fullmatch(encoded):
         raise E.ERR_INVALID_CHECKSUM("Upload-Checksum digest is not base64")
     return Checksum(algorithm, base64.b64decode(encoded))
 

@@ -1,7 +1,7 @@
-"""Signed webhooks to the platform, delivered by RQ jobs with retries for ``max_age`` seconds.
+"""Delivering the webhook outbox (``models.outbox``): RQ jobs with retries for ``max_age`` seconds.
 
-Lives beside the transcoding jobs, not in the web layer, because the RQ worker must import the
-delivery job without Starlette (and ``transcoder`` never imports ``tus_server``).
+A worker module, not a web one, because the RQ worker must import the delivery job without
+Starlette (and ``transcoder`` never imports ``tus_server``); the rows themselves are core.
 
 The order of operations is what makes delivery reliable:
 
@@ -34,13 +34,8 @@ its data, or a worker was SIGKILLed mid-attempt).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import logging
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -48,10 +43,13 @@ from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from models.clock import aware, utcnow
 from models.config import Settings, load_settings
 from models.db import make_engine, session_scope
-from models.tables import Media, Upload
-from models.clock import aware, iso, utcnow
+from models.outbox import (DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, backoff, record, sign,
+                           upload_data, wanted)
+from models.redis_conn import connect
+from models.tables import Upload
 from models.webhooks import WebhookDelivery as WD
 
 if TYPE_CHECKING:
@@ -60,93 +58,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("tusflow.webhooks")
 
 QUEUE_SUFFIX = "-webhooks"
-SIGNATURE_HEADER = "Tusflow-Signature"
-DELIVERY_HEADER = "Tusflow-Delivery"
-EVENT_HEADER = "Tusflow-Event"
 USER_AGENT = "tusflow-webhooks/1"
 # A lease outlives the HTTP timeout by this much, so a slow attempt is never run twice at once.
 LEASE_SLACK = 60.0
-JOB = "transcoder.notify.deliver_webhook"
-
-
-# ---------------------------------------------------------------------------------- signing
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``Tusflow-Signature`` value. The timestamp is inside the MAC so a captured request
-    cannot be replayed later with a fresh ``t``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def verify(secret: str, header: str, body: bytes, tolerance: float = 300.0,
-           now: float | None = None) -> bool:
-    """What a receiver does: recompute, compare in constant time, refuse stale timestamps.
-    Several ``v1=`` entries are accepted so a secret rotation can sign with both secrets."""
-    fields: dict[str, list[str]] = {}
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        fields.setdefault(key, []).append(value)
-    try:
-        timestamp = int(fields["t"][0])
-    except (KeyError, ValueError):
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    expected = sign(secret, body, timestamp).rsplit("v1=", 1)[1]
-    return any(hmac.compare_digest(expected, got) for got in fields.get("v1", []))
-
-
-def backoff(settings: Settings, attempts: int) -> float:
-    """Seconds before the next attempt after ``attempts`` failed ones (1 → retry_base)."""
-    w = settings.webhooks
-    return min(w.retry_base * 2 ** max(attempts - 1, 0), w.retry_max)
-
-
-# ---------------------------------------------------------------------------------- payloads
-
-
-
-
-def _metadata(raw: str) -> dict[str, str]:
-    """Decode Upload-Metadata for the receiver; values that are not UTF-8 are shown replaced."""
-    out: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in raw.split(","))):
-        key, _, value = pair.partition(" ")
-        try:
-            out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
-        except ValueError:
-            out[key] = ""
-    return out
-
-
-def upload_data(upload: Upload) -> dict[str, Any]:
-    return {"upload_id": upload.id, "media_id": upload.id if upload.concat != "partial" else None,
-            "owner": upload.owner, "length": upload.length, "offset": upload.offset,
-            "partial": upload.concat == "partial", "metadata": _metadata(upload.metadata_raw),
-            "created_at": iso(upload.created_at), "completed_at": iso(upload.completed_at)}
-
-
-def media_data(media: Media) -> dict[str, Any]:
-    return {"media_id": media.id, "upload_id": media.id, "owner": media.owner, "state": media.state,
-            "title": media.title, "filename": media.filename, "size": media.size,
-            "duration": media.duration, "width": media.width, "height": media.height,
-            "renditions": media.renditions, "error": media.error,
-            "api_path": f"/api/media/{media.id}", "finished_at": iso(media.finished_at)}
-
-
-def make_body(delivery_id: str, event: str, created_at: datetime, data: dict[str, Any]) -> str:
-    return json.dumps({"id": delivery_id, "event": event, "created_at": iso(created_at),
-                       "data": data}, separators=(",", ":"), sort_keys=True, default=str)
+JOB = "transcoder.webhooks.deliver_webhook"
 
 
 # ---------------------------------------------------------------------------------- redis
 def queue_name(settings: Settings) -> str:
     return settings.redis.queue + QUEUE_SUFFIX
-
-
-def redis_connection(settings: Settings, timeout: float = 5.0) -> "Redis":
-    """The same Redis the transcoding queue uses: ``[redis] url`` or the private socket."""
-    from models.redis_conn import connect
-    return connect(settings, timeout=timeout)
 
 
 def _wake(settings: Settings, conn: "Redis", delivery_id: str, at: datetime | None = None) -> None:
@@ -161,29 +81,7 @@ def _wake(settings: Settings, conn: "Redis", delivery_id: str, at: datetime | No
         queue.enqueue_at(at, JOB, delivery_id, config, **kwargs)  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------------------------- emitting
-def wanted(settings: Settings, event: str) -> bool:
-    w = settings.webhooks
-    return bool(w.urls) and event in w.events
-
-
-def record(session: Session, settings: Settings, event: str, data: dict[str, Any],
-           subject: str = "") -> list[str]:
-    """Add one delivery per receiver to ``session`` (the caller commits). Returns their ids."""
-    if not wanted(settings, event):
-        return []
-    now = utcnow()
-    ids = []
-    for url in settings.webhooks.urls:
-        delivery_id = uuid.uuid4().hex
-        session.add(WD(id=delivery_id, event=event, url=url, subject=subject,
-                       payload=make_body(delivery_id, event, now, data), created_at=now,
-                       give_up_at=now + timedelta(seconds=settings.webhooks.max_age),
-                       next_attempt_at=now))
-        ids.append(delivery_id)
-    return ids
-
-
+# ---------------------------------------------------------------------------------- waking
 def enqueue(settings: Settings, engine: Engine, ids: Iterable[str]) -> list[str]:
     """Wake the deliveries whose wake-up has not reached Redis yet; returns those enqueued.
     Never raises: callers have already committed the change being announced, and a row left
@@ -208,7 +106,7 @@ def _enqueue(settings: Settings, engine: Engine, ids: list[str]) -> list[str]:
         return []
     try:
         # Short timeout: this runs while a client waits for its POST or final PATCH.
-        conn = redis_connection(settings, timeout=2.0)
+        conn = connect(settings, timeout=2.0)
         try:
             for delivery_id in claimed:
                 _wake(settings, conn, delivery_id)
@@ -322,7 +220,7 @@ def _schedule_retry(settings: Settings, engine: Engine, delivery_id: str, at: da
                     conn: "Redis | None") -> None:
     own = conn is None
     try:
-        conn = conn or redis_connection(settings)
+        conn = conn or connect(settings)
         _wake(settings, conn, delivery_id, at)
     except Exception as exc:
         log.warning("webhook delivery=%s retry not scheduled (the sweep retries): %s", delivery_id, exc)
@@ -382,7 +280,7 @@ def sweep(settings: Settings, engine: Engine, grace: float = 600.0) -> list[str]
             or_(col(WD.locked_until).is_(None), col(WD.locked_until) < now)).limit(500)).all()
     if not rows:
         return []
-    conn = redis_connection(settings)
+    conn = connect(settings)
     try:
         for row in rows:
             at = max(aware(row.next_attempt_at or now), now)
