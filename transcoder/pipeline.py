@@ -7,8 +7,6 @@ call, whether it ends by success, timeout, ``should_stop()`` or an exception.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import queue
 import signal
 import subprocess
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from models.config import TranscodeConfig
+from models.procs import preexec
 from transcoder import extras
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled
 from transcoder.ffmpeg import (
@@ -41,7 +40,6 @@ REPORT_EVERY_S = 1.0
 POLL_S = 0.25
 STDERR_LINES = 60
 KILL_WAIT_S = 10.0
-PR_SET_PDEATHSIG = 1             # from <sys/prctl.h>
 TRUNCATED_RATIO = 0.9            # output shorter than this share of the probed duration...
 TRUNCATED_SLACK_S = 1.0          # ...and by more than this is a cut-off input
 # stderr phrases meaning "the input is broken" rather than "ffmpeg or the machine failed".
@@ -179,7 +177,7 @@ def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=_die_with_parent())
+                                preexec_fn=preexec(signal.SIGKILL))
     except OSError as exc:
         raise FfmpegFailed("The video converter could not be started on the server.",
                            detail=str(exc)) from exc
@@ -226,23 +224,6 @@ def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
         for thread in threads:
             thread.join(timeout=KILL_WAIT_S)
     _raise_for_exit(proc.returncode, tail)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGKILL the child when this process dies. libc is
-    looked up here, before the fork, so the child only makes one system call."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: rely on the ``finally`` kill alone
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died between fork and prctl
-            os._exit(1)
-
-    return arm
 
 
 def _raise_for_exit(returncode: int, tail: _StderrTail) -> None:

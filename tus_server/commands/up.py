@@ -10,7 +10,7 @@ and the workers' reconciler enqueues whatever Redis no longer knows.
 
 Each child runs in its own session, so a terminal's Ctrl-C reaches only this process, which
 then stops them in a safe order by PID: the server and the workers first (a running job stops
-ffmpeg and puts itself back in the queue, see ``commands/worker.py``; ``--grace`` seconds
+ffmpeg and puts itself back in the queue, see ``transcoder/worker.py``; ``--grace`` seconds
 later a worker still busy is told again, which kills its job), Redis last, so the workers'
 final writes land. Children also get ``PR_SET_PDEATHSIG``, so they do not outlive a SIGKILLed
 supervisor.
@@ -34,11 +34,12 @@ from typing import Any, Callable
 from redis.exceptions import RedisError
 
 from models.config import Settings, load_settings
+from models.db import migrate
 from models.layout import Layout
 from models.logs import configure as configure_logs
 from models.logs import event
+from models.procs import preexec
 from models.redis_conn import MAX_SOCKET_PATH, connect, private_socket, uses_private_redis
-from tus_server.commands.worker import die_with_parent
 
 log = logging.getLogger("tusflow.up")
 
@@ -78,7 +79,7 @@ class Child:
 
     def start(self) -> None:
         self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.stdout,
-                                      start_new_session=True, preexec_fn=_child_setup)
+                                      start_new_session=True, preexec_fn=preexec(signal.SIGTERM))
         self.started_at = time.monotonic()
         event(log, "up.started", None, role=self.role, pid=self.popen.pid)
 
@@ -99,10 +100,6 @@ class Child:
             return True
         except subprocess.TimeoutExpired:
             return False
-
-
-def _child_setup() -> None:
-    die_with_parent(signal.SIGTERM)
 
 
 def _tusflow(*args: str) -> list[str]:
@@ -266,20 +263,6 @@ class Stack:
         event(log, "up.stopped", None, code=self.exit_code)
 
 
-def _prepare_database(settings: Settings) -> None:
-    """Schema up to date once, before several processes would race to create it."""
-    from models import db
-    migrate = getattr(db, "migrate", None)
-    if callable(migrate):
-        migrate(settings)
-        return
-    engine = db.make_engine(settings)
-    try:
-        db.init_db(engine)
-    finally:
-        engine.dispose()
-
-
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logs()
@@ -288,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)
     try:
-        _prepare_database(settings)
+        migrate(settings)  # schema up to date once, before several processes race to create it
         if uses_private_redis(settings):
             stack.start_redis()
         if not stack.stopping:
