@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 from redis.exceptions import RedisError
-from rq import Worker
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import func
@@ -32,6 +32,7 @@ from models.db import init_db, make_engine
 from models.tables import Media, MediaState
 from models.logs import media_from_job_id
 from transcoder.queue import MediaNotFound, get_queue, job_belongs_to, retry_media
+from transcoder.worker import extra_queues
 from models.redis_conn import connect, redis_url
 
 
@@ -150,10 +151,8 @@ def _print_media_counts(engine: Any) -> None:
 
 
 def _print_queues(settings: Settings, conn: Any) -> None:
-    from tus_server.commands.worker import extra_queues
     rows = []
     for name in [settings.redis.queue, *extra_queues(settings)]:
-        from rq import Queue
         q = Queue(name, connection=conn)
         rows.append((name, q.count, q.started_job_registry.get_job_count(cleanup=False),
                      q.scheduled_job_registry.get_job_count(cleanup=False),
