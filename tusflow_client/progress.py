@@ -177,7 +177,7 @@ def describe_event(event: Event) -> str | None:
     return None
 
 
-class _Renderer:
+class Renderer:
     def __init__(self, stream: IO[str]):
         self.stream = stream
         self.model = ProgressModel()
@@ -202,12 +202,12 @@ class _Renderer:
             pass  # output closed (e.g. piped into `head`); the upload itself carries on
 
 
-class JsonRenderer(_Renderer):
+class JsonRenderer(Renderer):
     def handle(self, event: Event) -> None:
         self.write(json.dumps(event.to_json(), separators=(",", ":"), default=str) + "\n")
 
 
-class PlainRenderer(_Renderer):
+class PlainRenderer(Renderer):
     """Log-friendly: one line per thing that happened, and a totals line every ``interval``
     seconds while bytes move, so a log tail shows the run is alive."""
 
@@ -237,7 +237,7 @@ class PlainRenderer(_Renderer):
                 f"ETA {human_duration(m.eta())}")
 
 
-class TtyRenderer(_Renderer):
+class TtyRenderer(Renderer):
     """Finished files scroll up as permanent lines; below them one bar per active file and a
     total bar, redrawn in place."""
 

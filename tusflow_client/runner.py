@@ -24,7 +24,7 @@ from tusflow_client.discovery import discover
 from tusflow_client.events import Emit, Event
 from tusflow_client.media import MediaStatus, MediaWatcher
 from tusflow_client.net import new_session
-from tusflow_client.progress import (JsonRenderer, PlainRenderer, TtyRenderer, _Renderer, describe_event,
+from tusflow_client.progress import (JsonRenderer, PlainRenderer, TtyRenderer, Renderer, describe_event,
                                           display_name)
 from tusflow_client.server import EndpointError, ServerInfo, probe
 from tusflow_client.state import StateError, StateFile
@@ -56,7 +56,7 @@ class Run:
         self.json = options.output == "json"
         self.renderer = self._renderer()
 
-    def _renderer(self) -> _Renderer:
+    def _renderer(self) -> Renderer:
         mode = self.options.output
         if mode == "json":
             return JsonRenderer(self.stdout)

@@ -23,7 +23,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from models.tables import Media, MediaState, Upload
-from tus_server.api.items import MediaCatalog, _unfinished_uploads
+from tus_server.api.items import MediaCatalog, unfinished_uploads
 
 LOOKBACK = timedelta(seconds=10)
 _ACTIVE = (MediaState.QUEUED, MediaState.PROCESSING)
@@ -70,7 +70,7 @@ class ChangeDetector:
                 .where(Media.state.in_(_ACTIVE)))}  # type: ignore[attr-defined]
             count = session.exec(select(func.count()).select_from(Media)).one()
             uploads = {row[0]: tuple(row[1:]) for row in session.exec(
-                select(Upload.id, Upload.offset, Upload.length, Upload.owner).where(_unfinished_uploads()))}
+                select(Upload.id, Upload.offset, Upload.length, Upload.owner).where(unfinished_uploads()))}
             new_ids = [m for m in touched if m not in self._known]
             known = dict(self._known)
             if new_ids:

@@ -66,7 +66,7 @@ def _naive(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _unfinished_uploads():  # type: ignore[no-untyped-def]
+def unfinished_uploads() -> Any:
     """Uploads a teacher is still sending: not complete and not a concatenation part."""
     return and_(Upload.completed_at.is_(None),  # type: ignore[union-attr]
                 or_(Upload.concat.is_(None), Upload.concat.not_like("partial%")))  # type: ignore[union-attr]
@@ -91,7 +91,7 @@ class MediaCatalog:
         after = decode_cursor(cursor) if cursor else None
         with Session(self.engine) as session:
             media = self._page_of(session, Media, after, limit + 1, *_owned(Media, viewer))
-            uploads = self._page_of(session, Upload, after, limit + 1, _unfinished_uploads(),
+            uploads = self._page_of(session, Upload, after, limit + 1, unfinished_uploads(),
                                     *_owned(Upload, viewer)) if include_uploads else []
         rows: list[Media | Upload] = sorted([*media, *uploads], key=lambda r: (_naive(r.created_at), r.id),
                                             reverse=True)
@@ -124,7 +124,7 @@ class MediaCatalog:
                 select(Media).where(Media.id.in_(ids), *_owned(Media, viewer)))}  # type: ignore[attr-defined]
             missing = [i for i in ids if i not in media]
             uploads = {u.id: u for u in session.exec(
-                select(Upload).where(Upload.id.in_(missing), _unfinished_uploads(),  # type: ignore[attr-defined]
+                select(Upload).where(Upload.id.in_(missing), unfinished_uploads(),  # type: ignore[attr-defined]
                                      *_owned(Upload, viewer)))} if missing else {}
         rows = [media.get(i) or uploads.get(i) for i in ids]
         return self.describe([r for r in rows if r is not None])
