@@ -18,7 +18,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, get_type_hints
 
 ENV_PREFIX = "TUSFLOW_"
 
@@ -212,66 +212,114 @@ def _section_class(name: str) -> type:
     return type(getattr(Settings(), name))
 
 
-def _coerce(section: str, key: str, value: Any, annotation: Any, base: Path) -> Any:
-    where = f"[{section}] {key}"
-    kind = str(annotation)
-    if kind == "Path":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a path string")
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (base / path).resolve()
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number")
-        return float(value)
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string")
-        return value
-    if kind.startswith("tuple[Rung"):
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where} must be a non-empty array of tables")
-        rungs = []
-        for item in value:
-            try:
-                rungs.append(Rung(str(item["name"]), int(item["height"]), int(item["video_kbps"]),
-                                  int(item.get("audio_kbps", 128))))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: each rung needs name, height, video_kbps") from exc
-        return tuple(rungs)
-    if kind.startswith("tuple[ApiToken"):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be an array of tables {{token, user, role}}")
-        tokens = []
-        for item in value:
-            if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("token", "user")):
-                raise ConfigError(f"{where}: each token needs token and user strings")
-            role = item.get("role", "user")
-            if role not in AUTH_ROLES:
-                raise ConfigError(f"{where}: role must be one of {list(AUTH_ROLES)}")
-            if len(item["token"]) < 16:
-                raise ConfigError(f"{where}: tokens must be at least 16 characters")
-            tokens.append(ApiToken(item["token"], item["user"], role))
-        return tuple(tokens)
-    if kind.startswith("tuple[int"):
-        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise ConfigError(f"{where} must be an array of integers")
-        return tuple(value)
-    if kind.startswith("tuple[str"):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be an array of strings")
-        return tuple(value)
-    raise ConfigError(f"{where}: unsupported type {kind}")  # pragma: no cover
+def _to_path(value: Any, where: str, base: Path) -> Path:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a path string")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _to_bool(value: Any, where: str, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false")
+    return value
+
+
+def _to_int(value: Any, where: str, base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer")
+    return value
+
+
+def _to_float(value: Any, where: str, base: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number")
+    return float(value)
+
+
+def _to_str(value: Any, where: str, base: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    return value
+
+
+def _to_ladder(value: Any, where: str, base: Path) -> tuple[Rung, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a non-empty array of tables")
+    rungs = []
+    for item in value:
+        try:
+            rungs.append(Rung(str(item["name"]), int(item["height"]), int(item["video_kbps"]),
+                              int(item.get("audio_kbps", 128))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: each rung needs name, height, video_kbps") from exc
+    return tuple(rungs)
+
+
+def _to_tokens(value: Any, where: str, base: Path) -> tuple[ApiToken, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be an array of tables {{token, user, role}}")
+    tokens = []
+    for item in value:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("token", "user")):
+            raise ConfigError(f"{where}: each token needs token and user strings")
+        role = item.get("role", "user")
+        if role not in AUTH_ROLES:
+            raise ConfigError(f"{where}: role must be one of {list(AUTH_ROLES)}")
+        if len(item["token"]) < 16:
+            raise ConfigError(f"{where}: tokens must be at least 16 characters")
+        tokens.append(ApiToken(item["token"], item["user"], role))
+    return tuple(tokens)
+
+
+def _to_ints(value: Any, where: str, base: Path) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                              for v in value):
+        raise ConfigError(f"{where} must be an array of integers")
+    return tuple(value)
+
+
+def _to_strs(value: Any, where: str, base: Path) -> tuple[str, ...]:
+    if isinstance(value, str):  # an environment value "a, b" reads as a list
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be an array of strings")
+    return tuple(value)
+
+
+Converter = Callable[[Any, str, Path], Any]
+
+# How a TOML value becomes each field type the sections use. A new field type is one more row;
+# a field whose type has no row fails at import (see _FIELD_TYPES), not when a user sets it.
+CONVERTERS: dict[Any, Converter] = {
+    Path: _to_path,
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    tuple[Rung, ...]: _to_ladder,
+    tuple[ApiToken, ...]: _to_tokens,
+    tuple[int, ...]: _to_ints,
+    tuple[str, ...]: _to_strs,
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotation of every field (``from __future__ import annotations`` leaves
+    them as strings), each checked against CONVERTERS."""
+    hints = get_type_hints(cls)
+    types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    missing = {k: t for k, t in types.items() if t not in CONVERTERS}
+    if missing:
+        raise TypeError(f"{cls.__name__}: no converter for {missing}")  # pragma: no cover
+    return types
+
+
+_FIELD_TYPES: dict[str, dict[str, Any]] = {name: _field_types(_section_class(name)) for name in _SECTIONS}
+
+
+def _coerce(section: str, key: str, value: Any, base: Path) -> Any:
+    return CONVERTERS[_FIELD_TYPES[section][key]](value, f"[{section}] {key}", base)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -312,12 +360,11 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table")
         cls = _section_class(section)
-        known = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in values.items():
-            if key not in known:
+            if key not in _FIELD_TYPES[section]:
                 raise ConfigError(f"[{section}] {key}: unknown key")
-            kwargs[key] = _coerce(section, key, value, known[key].type, base)
+            kwargs[key] = _coerce(section, key, value, base)
         sections[section] = cls(**kwargs)
 
     settings = Settings(**sections, config_path=config_path)
