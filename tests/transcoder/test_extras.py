@@ -10,6 +10,7 @@ from models.config import TranscodeConfig
 from transcoder.extras import plan_poster, plan_storyboard, storyboard_interval
 from transcoder.ladder import plan_ladder
 from transcoder.probe import ProbeResult, VideoInfo
+from tests.support.filtergraph import Chain, last, names
 
 
 def fake_probe(duration, width=1280, height=720, fps=30) -> ProbeResult:
@@ -34,7 +35,13 @@ def test_storyboard_grid_and_vtt_cover_the_whole_duration():
     plan = plan_storyboard(fake_probe(95.5), TranscodeConfig(storyboard_columns=10))
     assert (plan.interval, plan.count, plan.columns, plan.rows) == (1, 96, 10, 10)
     assert (plan.tile_width, plan.tile_height) == (160, 90)
-    assert "fps=1000/1000,trim=end_frame=96,scale=160:90,setsar=1,tile=10x10" == plan.filter()
+    chain = Chain.parse(plan.filter()).filters
+    assert last(chain, "fps").rate() == 1  # one frame per interval...
+    assert last(chain, "trim").options["end_frame"] == "96"  # ...counted after fps, one sheet
+    assert names(chain).index("fps") < names(chain).index("trim") < names(chain).index("tile")
+    assert last(chain, "scale").size() == (160, 90)
+    assert last(chain, "setsar").options["r"] == "1"
+    assert names(chain)[-1] == "tile" and last(chain, "tile").options["layout"] == "10x10"
     cues = re.findall(r"(\S+) --> (\S+)\n(\S+)", plan.vtt(95.5))
     assert len(cues) == 96
     assert cues[0] == ("00:00:00.000", "00:00:01.000", "storyboard.jpg#xywh=0,0,160,90")
@@ -56,7 +63,13 @@ def test_poster_searches_10_to_30_percent_in_at_the_top_rendition_size():
     assert (plan.width, plan.height) == (1280, 720)
     assert plan.every_nth_frame == 15
     assert plan.batch >= 1 + 4 * 2  # every candidate fits in one thumbnail batch
-    assert "eq(n,0)" in plan.filter() and "thumbnail=n=" in plan.filter()
+    chain = Chain.parse(plan.filter()).filters
+    assert names(chain)[0] == "select" and names(chain)[-1] == "thumbnail"
+    expr = last(chain, "select").options["expr"]
+    # The first frame, plus every 15th frame between 2 s and 6 s.
+    assert "eq(n,0)+" in expr and "between(t,2.000,6.000)" in expr and "mod(n,15)" in expr
+    assert last(chain, "scale").size() == (1280, 720)
+    assert last(chain, "thumbnail").options["n"] == str(plan.batch)
 
 
 def test_poster_window_is_capped_for_long_videos():

@@ -14,6 +14,7 @@ from transcoder.ffmpeg import (
 )
 from transcoder.ladder import plan_ladder
 from transcoder.probe import AudioInfo, ProbeResult, VideoInfo
+from tests.support.filtergraph import Graph, last, names
 
 CFG = TranscodeConfig()
 
@@ -30,6 +31,25 @@ def value_after(argv: list[str], option: str) -> str:
 
 def values_after(argv: list[str], option: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == option]
+
+
+def graph_of(argv: list[str]) -> Graph:
+    graph = Graph.parse(value_after(argv, "-filter_complex"))
+    graph.check()
+    return graph
+
+
+def check_rendition(graph: Graph, label: str, width: int, height: int, fps: int = 30) -> list:
+    """The output pad ``label`` comes from the video stream of the one input, ends at
+    width x height with square pixels in yuv420p at ``fps``; its filters, in order."""
+    source, path = graph.path(label)
+    assert source == "0:0"
+    assert last(path, "scale").size() == (width, height)
+    after_scale = path[max(i for i, f in enumerate(path) if f.name == "scale"):]
+    assert last(after_scale, "setsar").options["r"] == "1", names(path)
+    assert last(path, "format").options["pix_fmts"] == "yuv420p"
+    assert last(path, "fps").rate() == fps
+    return path
 
 
 def check_safe_input(argv: list[str], forced: str | None) -> None:
@@ -72,13 +92,10 @@ def test_ladder_command_decodes_once_and_encodes_every_rung():
     argv = ladder_command(CFG, probe, plans)
     assert argv.count("-i") == 1
     check_safe_input(argv, "mov")
-    graph = value_after(argv, "-filter_complex").split(";")
-    assert [chain.count("[0:") for chain in graph] == [1, 0, 0, 0, 0]  # one decoded input
+    graph = graph_of(argv)
+    assert graph.sources() == ["0:0"]  # one decode feeds every rung
     for i, plan in enumerate(plans):
-        source = "[0:0]" if i == 0 else f"[c{i - 1}]"  # each rung scales the one above
-        taps = f"split=2[v{i}][c{i}]" if i < 4 else f"[v{i}]"
-        assert graph[i] == (f"{source}fps=30/1,scale={plan.width}:{plan.height},setsar=1,"
-                            f"format=yuv420p" + ("," if i < 4 else "") + taps)
+        check_rendition(graph, f"v{i}", plan.width, plan.height)
         assert value_after(argv, f"-b:v:{i}") == f"{plan.video_kbps}k"
         assert value_after(argv, f"-maxrate:v:{i}") == f"{plan.maxrate_kbps}k"
         assert value_after(argv, f"-bufsize:v:{i}") == f"{plan.bufsize_kbps}k"
@@ -86,6 +103,7 @@ def test_ladder_command_decodes_once_and_encodes_every_rung():
         assert value_after(argv, f"-g:v:{i}") == "61"  # just past the forced 2 s at 30 fps
     assert values_after(argv, "-map") == ["[v0]", "0:1", "[v1]", "0:1", "[v2]", "0:1",
                                           "[v3]", "0:1", "[v4]", "0:1"]
+    assert graph.outputs() == {f"v{i}" for i in range(len(plans))}  # nothing left unmapped
     assert value_after(argv, "-force_key_frames:v") == "expr:gte(t,n_forced*2)"
     assert value_after(argv, "-sc_threshold:v") == "0"
     assert value_after(argv, "-profile:v") == "high"
@@ -128,25 +146,51 @@ def test_audio_only_source_has_no_video_at_all():
     assert argv[-1] == "audio/index.m3u8"
 
 
-def test_interlaced_sources_are_deinterlaced_once_before_the_split():
+def test_interlaced_sources_are_deinterlaced_once_before_scaling():
     probe = fake_probe(interlaced=True)
-    graph = value_after(ladder_command(CFG, probe, plan_ladder(probe, CFG)), "-filter_complex")
-    assert graph.startswith("[0:0]bwdif=mode=send_frame,fps=")
-    assert graph.count("bwdif") == 1
+    plans = plan_ladder(probe, CFG)
+    graph = graph_of(ladder_command(CFG, probe, plans))
+    assert len(graph.filters("bwdif")) == 1  # once for the whole ladder
+    assert graph.filters("bwdif")[0].options["mode"] in ("send_frame", "0")  # keeps the frame rate
+    for i, plan in enumerate(plans):
+        path = check_rendition(graph, f"v{i}", plan.width, plan.height)
+        assert names(path).index("bwdif") < names(path).index("scale"), names(path)
+    progressive = graph_of(ladder_command(CFG, fake_probe(), plans))
+    assert not progressive.filters("bwdif")
 
 
 def test_poster_and_storyboard_are_extra_branches_of_the_same_decode():
     probe = fake_probe()
     plans = plan_ladder(probe, CFG)
-    argv = ladder_command(CFG, probe, plans, plan_poster(probe, plans), plan_storyboard(probe, CFG))
-    graph = value_after(argv, "-filter_complex").split(";")
-    assert graph[0].endswith("split=3[v0][c0][ps]")  # poster from the top rung
-    assert graph[4].endswith("split=2[v4][sb]")      # storyboard from the smallest
-    assert graph[5].startswith("[ps]select=") and graph[5].endswith("thumbnail=n=15[poster]")
-    assert graph[6].startswith("[sb]fps=") and "tile=10x3" in graph[6]
-    assert graph[6].endswith("[storyboard]")
+    poster, storyboard = plan_poster(probe, plans), plan_storyboard(probe, CFG)
+    argv = ladder_command(CFG, probe, plans, poster, storyboard)
     assert argv.count("-i") == 1
-    assert argv[-1] == "storyboard.jpg" and "poster.jpg" in argv
+    graph = graph_of(argv)
+    assert graph.sources() == ["0:0"]
+    assert graph.outputs() == {*(f"v{i}" for i in range(len(plans))), "poster", "storyboard"}
+    for i, plan in enumerate(plans):  # the extra branches change no rendition
+        check_rendition(graph, f"v{i}", plan.width, plan.height)
+
+    source, path = graph.path("poster")
+    assert source == "0:0"
+    assert last(path, "scale").size() == (poster.width, poster.height)
+    assert last(path, "thumbnail").options["n"] == str(poster.batch)
+    assert names(path).index("select") < names(path).index("thumbnail")
+    assert f"between(t,{poster.start:.3f},{poster.end:.3f})" in last(path, "select").options["expr"]
+
+    source, path = graph.path("storyboard")
+    assert source == "0:0"
+    assert last(path, "scale").size() == (storyboard.tile_width, storyboard.tile_height)
+    assert last(path, "fps").rate() == Fraction(1) / Fraction(storyboard.interval)
+    assert last(path, "tile").options["layout"] == f"{storyboard.columns}x{storyboard.rows}"
+    assert names(path)[-1] == "tile"
+
+    # Each image is its own output file, taking its pad, one frame.
+    for label, name in (("poster", "poster.jpg"), ("storyboard", "storyboard.jpg")):
+        tail = argv[argv.index(f"[{label}]"):]
+        assert tail[tail.index(name) - 2:tail.index(name)] == ["-f", "image2"]
+        assert value_after(tail, "-frames:v") == "1"
+    assert argv[-1] == "storyboard.jpg"
 
 
 def test_per_rendition_commands_decode_once_each():
@@ -156,8 +200,10 @@ def test_per_rendition_commands_decode_once_each():
     assert len(commands) == len(plans)
     for plan, argv in zip(plans, commands):
         check_safe_input(argv, "mov")
-        graph = value_after(argv, "-filter_complex")
-        assert graph.startswith("[0:0]fps=") and graph.endswith("[v0]") and "split" not in graph
+        graph = graph_of(argv)
+        assert graph.outputs() == {"v0"} and not graph.filters("split")
+        check_rendition(graph, "v0", plan.width, plan.height)
+        assert values_after(argv, "-map")[0] == "[v0]"
         assert "-var_stream_map" not in argv
         assert argv[-1] == f"{plan.name}/index.m3u8"
 
