@@ -62,14 +62,6 @@ class Upload(SQLModel, table=True):
         return json.loads(self.concat_parts) if self.concat_parts else []
 
 
-class MediaState:
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    READY = "ready"
-    FAILED = "failed"
-    ALL = (QUEUED, PROCESSING, READY, FAILED)
-
-
 class Media(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)  # == the upload id
     owner: str | None = Field(default=None, index=True)
@@ -79,7 +71,9 @@ class Media(SQLModel, table=True):
     filetype: str = ""
     size: int = Field(default=0, sa_type=BigInteger)
     source_path: str = ""  # original, relative to data_dir
-    state: str = Field(default=MediaState.QUEUED, index=True)
+    # A models.lifecycle.MediaState value, moved on only by models.lifecycle (which imports this
+    # module, so the default is spelled out here).
+    state: str = Field(default="queued", index=True)
     progress: float = 0.0  # 0..100 while processing
     eta_seconds: float | None = None
     error: str | None = None

@@ -44,7 +44,8 @@ from models import outbox
 from models.config import Settings, load_settings
 from models.db import make_engine, session_scope
 from models.layout import Layout
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from models.clock import utcnow
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
 from models.logs import event

@@ -32,7 +32,8 @@ from sqlmodel import Session, col
 
 from models.config import Settings
 from models.db import session_scope
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from models.clock import utcnow
 from models.logs import event
 from models.redis_conn import connect

@@ -41,7 +41,8 @@ from sqlmodel import Session, col, select
 
 from models.config import Settings
 from models.db import session_scope
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from models.clock import utcnow
 from models.logs import event, media_from_job_id
 from transcoder.queue import default_job_id, enqueue_transcode, get_queue, next_job_id

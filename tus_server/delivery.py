@@ -24,7 +24,8 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from models.layout import Layout
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from tus_server.api.ids import is_media_id
 from tus_server.context import AppContext
 

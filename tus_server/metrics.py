@@ -46,7 +46,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.config import Settings
 from models.metrics import TranscodeRun
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tus_server.context import AppContext
 
 log = logging.getLogger("tusflow.metrics")
@@ -265,7 +266,7 @@ class StateCollector(Collector):
                                          .where(col(Upload.completed_at).is_(None))).one())
         media = GaugeMetricFamily("tusflow_media", "Media items by state.", labels=["state"])
         counts = dict(s.exec(select(Media.state, func.count()).group_by(Media.state)).all())
-        for state in MediaState.ALL:
+        for state in MediaState:
             media.add_metric([state], counts.get(state, 0))
         return [incomplete, media]
 

@@ -16,7 +16,8 @@ from sqlmodel import Session
 from models.metadata import stored_metadata
 from models import outbox
 from models.config import Settings
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from transcoder import webhooks
 from transcoder.queue import enqueue_transcode
 from tus_server.context import AppContext

@@ -16,7 +16,8 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.config import load_settings
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tests.support.asgi import AppClients
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)

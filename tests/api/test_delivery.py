@@ -9,7 +9,7 @@ import os
 import httpx
 import pytest
 
-from models.tables import MediaState
+from models.lifecycle import MediaState
 from tests.api.conftest import Store, new_id
 
 

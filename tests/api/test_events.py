@@ -17,7 +17,8 @@ from sqlmodel import Session, delete
 from models.config import Settings, load_settings
 from models.db import make_engine
 from models.layout import Layout
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tests.api.conftest import Store, new_id
 from tus_server.api.access import Viewer
 from tus_server.api.changes import ChangeDetector

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tests.api.conftest import RENDITIONS, T0, Store, minutes, new_id
 from tus_server.auth.principal import Principal
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from tus_server.auth.signing import PlaybackSigner
 
 from .apphelp import TUS, MakeClient, bearer, make_client, new_upload, patch  # noqa: F401

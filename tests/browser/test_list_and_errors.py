@@ -17,7 +17,8 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tests.browser.conftest import DESKTOP, MIB, PHONE, Stack, audit, screenshot, throttle_upload, wait_js
 from tests.conftest import sha256_file
 from tests.support.proxy import CuttingProxy

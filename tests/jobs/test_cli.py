@@ -16,7 +16,7 @@ from rq import Queue
 
 from models.config import load_settings
 from models.db import make_engine
-from models.tables import MediaState
+from models.lifecycle import MediaState
 from tests.jobs.conftest import TINY_LADDER, Stack, upload, wait_until
 from tests.support.procs import TUSFLOW, Proc
 from transcoder.queue import default_job_id

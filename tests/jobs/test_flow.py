@@ -11,7 +11,7 @@ from typing import Callable
 from rq import Queue
 
 from models.layout import Layout
-from models.tables import MediaState
+from models.lifecycle import MediaState
 from tests.jobs.conftest import media_lines, upload, wait_until
 from transcoder.queue import (
     default_job_id, enqueue_transcode, queue_position, queue_positions,

@@ -13,7 +13,7 @@ import httpx
 from rq import Queue
 
 from models.layout import Layout
-from models.tables import MediaState
+from models.lifecycle import MediaState
 from tests.jobs.conftest import SLOW_LADDER, TUS, no_process_in, upload, wait_until
 from tests.support.procs import RedisServer
 from models.redis_conn import connect

@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from models.config import load_settings
 from models.db import init_db, make_engine
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from models.clock import utcnow
 from tests.ops.conftest import scrape, value, wait_until
 

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tus_server.api.items import MediaCatalog, unfinished_uploads
 
 LOOKBACK = timedelta(seconds=10)

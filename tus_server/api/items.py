@@ -21,7 +21,8 @@ from sqlmodel import Session, select
 
 from models.clock import iso
 from models.layout import Layout
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tus_server.api.access import EVERYONE, Viewer
 from tus_server.api.ids import is_media_id
 from tus_server.api.jobs import JobQueue

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, Response
 
 from models.db import session_scope
 from models.layout import Layout
-from models.tables import Media, MediaState, Upload
+from models.lifecycle import MediaState
+from models.tables import Media, Upload
 from tus_server.api.access import Viewer, viewer_of
 from tus_server.api.errors import json_error
 from tus_server.api.ids import is_media_id

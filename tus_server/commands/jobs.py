@@ -29,7 +29,8 @@ from sqlmodel import Session, col, select
 
 from models.config import Settings, load_settings
 from models.db import init_db, make_engine
-from models.tables import Media, MediaState
+from models.lifecycle import MediaState
+from models.tables import Media
 from models.logs import media_from_job_id
 from transcoder.queue import MediaNotFound, get_queue, job_belongs_to, retry_media
 from transcoder.worker import extra_queues
@@ -142,7 +143,7 @@ def _print_media_counts(engine: Any) -> None:
         counts = dict(session.exec(select(Media.state, func.count()).group_by(Media.state)).all())
         pending = session.exec(select(func.count()).select_from(Media).where(
             col(Media.state) == MediaState.QUEUED, col(Media.enqueued_at).is_(None))).one()
-    rows = [(state, counts.get(state, 0)) for state in MediaState.ALL]
+    rows = [(state, counts.get(state, 0)) for state in MediaState]
     print("Media (database)")
     print(table(["STATE", "COUNT"], rows))
     if pending:
