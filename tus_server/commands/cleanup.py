@@ -25,8 +25,8 @@ from models.db import init_db, make_engine
 from models.layout import Layout
 from models.tables import Upload
 from models.clock import utcnow
+from tus_server.tus.expiry import is_expired
 from tus_server.tus.headers import is_valid_id
-from tus_server.tus.handlers import is_expired
 from tus_server.tus.locks import UploadLocks
 
 log = logging.getLogger("tusflow.cleanup")
