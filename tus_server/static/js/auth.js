@@ -26,58 +26,16 @@
 //                a request was refused (401); answer with tusflow:token and the page goes on
 //                (an upload stopped by the refusal resumes from the server's offset).
 
-const STORAGE_KEY = 'tusflow.token'
-const HANDOVER_PARAM = 'token'
+import { Credential, HANDOVER_PARAM, bearerToken, readCookie, takeHandover, tokenFromMessage, tokenStore, withTokenParam } from './lib/token.js'
 
 const state = {
   enabled: false,
   queryToken: true,
   cookieName: '',
   hosts: [],
-  memory: '', // used when sessionStorage is unavailable (storage disabled, sandboxed frame)
-  refused: '', // the token the server last refused ('' = none refused)
+  // sessionStorage, or memory when it is unavailable (storage disabled, sandboxed frame)
+  credential: new Credential(tokenStore(() => window.sessionStorage), () => readCookie(document.cookie, state.cookieName)),
   listeners: new Set()
-}
-
-function stored () {
-  try {
-    return window.sessionStorage.getItem(STORAGE_KEY) || ''
-  } catch (_err) {
-    return state.memory
-  }
-}
-
-function store (token) {
-  state.memory = token
-  try {
-    if (token) window.sessionStorage.setItem(STORAGE_KEY, token)
-    else window.sessionStorage.removeItem(STORAGE_KEY)
-  } catch (_err) { /* memory only */ }
-}
-
-function fromCookie () {
-  if (!state.cookieName) return ''
-  for (const part of document.cookie.split(';')) {
-    const [name, ...rest] = part.trim().split('=')
-    if (name === state.cookieName) {
-      try { return decodeURIComponent(rest.join('=')) } catch (_err) { return rest.join('=') }
-    }
-  }
-  return ''
-}
-
-/** Take a token handed over in the fragment or the query and remove it from the address. */
-function takeHandover () {
-  const url = new URL(window.location.href)
-  const fragment = new URLSearchParams(url.hash.replace(/^#/, ''))
-  const token = fragment.get(HANDOVER_PARAM) || url.searchParams.get(HANDOVER_PARAM) || ''
-  if (!fragment.has(HANDOVER_PARAM) && !url.searchParams.has(HANDOVER_PARAM)) return ''
-  fragment.delete(HANDOVER_PARAM)
-  url.searchParams.delete(HANDOVER_PARAM)
-  const rest = fragment.toString()
-  url.hash = rest ? `#${rest}` : ''
-  window.history.replaceState(window.history.state, '', url.pathname + url.search + url.hash)
-  return token
 }
 
 function notify (event) {
@@ -96,12 +54,10 @@ function tellHost (message) {
 }
 
 function onMessage (event) {
-  const data = event.data
-  if (!data || typeof data !== 'object' || data.type !== 'tusflow:token') return
-  if (typeof data.token !== 'string' || !data.token) return
-  if (event.origin !== window.location.origin && !state.hosts.includes(event.origin)) return
-  if (event.source !== window.parent && event.source !== window.opener) return
-  setToken(data.token)
+  const token = tokenFromMessage(event, {
+    ownOrigin: window.location.origin, hosts: state.hosts, parent: window.parent, opener: window.opener
+  })
+  if (token) setToken(token)
 }
 
 /** Start from the page's `config.auth`; a no-op when auth is off. */
@@ -111,8 +67,10 @@ export function setup (options) {
   state.queryToken = options.queryToken !== false
   state.cookieName = options.cookieName || ''
   state.hosts = options.hostOrigins || []
-  const handed = takeHandover()
-  if (handed) store(handed)
+  // taken out of the address bar at once, so it is not bookmarked, shared or kept in history
+  const handed = takeHandover(window.location.href)
+  if (handed) window.history.replaceState(window.history.state, '', handed.address)
+  if (handed && handed.token) state.credential.set(handed.token)
   window.addEventListener('message', onMessage)
 }
 
@@ -123,16 +81,14 @@ export function enabled () {
 /** The token requests carry now: the tab's own, else a readable cookie; '' for none. */
 export function token () {
   if (!state.enabled) return ''
-  return stored() || fromCookie()
+  return state.credential.token()
 }
 
 /** Use `value` from the next request on (a refresh pushed by the platform). */
 export function setToken (value) {
-  if (!state.enabled || !value) return
-  store(value)
-  const wasRefused = state.refused !== ''
-  state.refused = ''
-  notify({ type: 'token', renewed: wasRefused })
+  if (!state.enabled) return
+  const kept = state.credential.set(value)
+  if (kept) notify({ type: 'token', renewed: kept.renewed })
 }
 
 /** `headers` plus Authorization when there is a token. */
@@ -147,17 +103,8 @@ export function authorize (headers = {}) {
  * the media's files by itself and must stay as signed).
  */
 export function withToken (url) {
-  const current = token()
-  if (!url || !current || !state.queryToken) return url
-  let parsed
-  try {
-    parsed = new URL(url, window.location.href)
-  } catch (_err) {
-    return url
-  }
-  if (parsed.origin !== window.location.origin || parsed.searchParams.has('sig')) return url
-  parsed.searchParams.set(HANDOVER_PARAM, current)
-  return parsed.pathname + parsed.search + parsed.hash
+  if (!state.queryToken) return url
+  return withTokenParam(url, token(), window.location.href, HANDOVER_PARAM)
 }
 
 /**
@@ -167,22 +114,17 @@ export function withToken (url) {
  */
 export function refused (sent) {
   if (!state.enabled) return false
-  const current = token()
-  if (current && current !== sent) return true
-  const first = state.refused === ''
-  state.refused = sent || '-'
-  const reason = sent ? 'expired' : 'missing'
-  if (first) {
+  const { retry, reason } = state.credential.refused(sent)
+  if (reason) {
     notify({ type: 'refused', reason })
     tellHost({ type: 'tusflow:token-needed', reason })
   }
-  return false
+  return retry
 }
 
 /** The token an outgoing tus request carries, read from its Authorization header. */
 export function sentWith (req) {
-  const header = (req && req.getHeader && (req.getHeader('Authorization') || req.getHeader('authorization'))) || ''
-  return header.replace(/^Bearer\s+/i, '')
+  return bearerToken(req && req.getHeader && (req.getHeader('Authorization') || req.getHeader('authorization')))
 }
 
 /** listener({ type: 'refused', reason }) or listener({ type: 'token', renewed }) */

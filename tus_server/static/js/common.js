@@ -3,6 +3,7 @@
 // credential (auth.js), and the one-line "session expired" notice every page shows on a 401.
 
 import * as auth from './auth.js'
+import { createFormat, translate } from './lib/format.js'
 
 const data = JSON.parse(document.getElementById('tusflow-data').textContent)
 
@@ -15,67 +16,11 @@ auth.setup(config.auth)
 
 /** The UI string for `key` with `{name}` placeholders filled from `vars`. */
 export function t (key, vars = {}) {
-  const text = Object.prototype.hasOwnProperty.call(strings, key) ? strings[key] : key
-  return text.replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match))
+  return translate(strings, key, vars)
 }
 
-const number1 = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 })
-const number0 = new Intl.NumberFormat(lang, { maximumFractionDigits: 0 })
-const byteUnits = ['kilobyte', 'megabyte', 'gigabyte', 'terabyte']
-const byteFormats = byteUnits.map((unit) => new Intl.NumberFormat(lang, {
-  style: 'unit', unit, unitDisplay: 'short', maximumFractionDigits: 1
-}))
-
-/** 67108864 → "67.1 MB" (decimal units, like operating systems show file sizes; from kB up). */
-export function formatBytes (bytes) {
-  if (bytes == null || !Number.isFinite(bytes)) return ''
-  let value = Math.max(0, bytes) / 1000
-  let unit = 0
-  while (value >= 1000 && unit < byteUnits.length - 1) {
-    value /= 1000
-    unit += 1
-  }
-  return byteFormats[unit].format(value)
-}
-
-export function formatPercent (value) {
-  return (value >= 10 || value === 0 ? number0 : number1).format(Math.floor(value * 10) / 10)
-}
-
-/** Seconds → "1:02:03" or "2:03", as players show positions. */
-export function formatClock (seconds) {
-  if (!Number.isFinite(seconds) || seconds < 0) seconds = 0
-  const s = Math.floor(seconds % 60)
-  const m = Math.floor(seconds / 60) % 60
-  const h = Math.floor(seconds / 3600)
-  const pad = (n) => String(n).padStart(2, '0')
-  return h > 0 ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`
-}
-
-/** Seconds → "3 min 20 s" for durations a person waits through. */
-export function formatWait (seconds) {
-  if (!Number.isFinite(seconds) || seconds < 0) return ''
-  seconds = Math.ceil(seconds)
-  if (seconds >= 3600) {
-    return t('time.hours_minutes', { h: Math.floor(seconds / 3600), m: Math.floor((seconds % 3600) / 60) })
-  }
-  if (seconds >= 60) return t('time.minutes_seconds', { m: Math.floor(seconds / 60), s: seconds % 60 })
-  return t('time.seconds', { s: seconds })
-}
-
-export function formatBitrate (bitsPerSecond) {
-  if (!bitsPerSecond) return ''
-  if (bitsPerSecond >= 1e6) return t('bitrate.mbps', { value: number1.format(bitsPerSecond / 1e6) })
-  return t('bitrate.kbps', { value: number0.format(bitsPerSecond / 1e3) })
-}
-
-const dateFormat = new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: 'short' })
-
-export function formatDate (iso) {
-  if (!iso) return ''
-  const date = new Date(iso)
-  return Number.isNaN(date.getTime()) ? '' : dateFormat.format(date)
-}
+// the formatters, bound to the page's language (lib/format.js)
+export const { formatBytes, formatPercent, formatClock, formatWait, formatBitrate, formatDate } = createFormat(lang, t)
 
 /**
  * Say `message` to screen reader users through the page's aria-live region. The region is

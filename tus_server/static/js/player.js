@@ -13,7 +13,7 @@ import * as auth from './auth.js'
 import { announce, api, authFetch, formatBitrate, formatBytes, formatClock, formatDate, pageData, reveal, t, titleOf } from './common.js'
 import { subscribe } from './live.js'
 import { paintStatus, renditionNames } from './status.js'
-import { cueAt, parseStoryboard } from './storyboard.js'
+import { cueAt, parseStoryboard } from './lib/storyboard.js'
 
 const $ = (id) => document.getElementById(id)
 const els = {
@@ -274,7 +274,7 @@ async function loadStoryboard (url) {
   try {
     const response = await authFetch(url)
     if (!response.ok) return
-    // sprite URLs: the storyboard's own signature (storyboard.js), else ?token= for CSS
+    // sprite URLs: the storyboard's own signature (lib/storyboard.js), else ?token= for CSS
     storyboard = parseStoryboard(await response.text(), new URL(url, window.location.href).href)
       .map((cue) => ({ ...cue, url: auth.withToken(cue.url) }))
     els.player.dataset.storyboardCues = String(storyboard.length)

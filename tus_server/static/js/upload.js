@@ -10,6 +10,7 @@
 
 import * as auth from './auth.js'
 import { announce, api, config, formatBytes, formatDate, formatPercent, formatWait, reveal, sessionMessage, t } from './common.js'
+import { ProgressMeter } from './lib/meter.js'
 
 const $ = (id) => document.getElementById(id)
 const els = {
@@ -48,38 +49,13 @@ const els = {
 const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|mkv|webm|avi|mts|m2ts|ts|flv|3gp|wmv|mpg|mpeg|ogv)$/i
 const tus = window.tus
 
-/** Bytes per second over the last few seconds, so the speed follows changes but does not jump. */
-class SpeedMeter {
-  constructor (windowMs = 4000) {
-    this.windowMs = windowMs
-    this.samples = []
-  }
-
-  reset () { this.samples = [] }
-
-  add (bytes, now = performance.now()) {
-    this.samples.push([now, bytes])
-    while (this.samples.length > 2 && now - this.samples[0][0] > this.windowMs) this.samples.shift()
-  }
-
-  speed () {
-    if (this.samples.length < 2) return null
-    const [t0, b0] = this.samples[0]
-    const [t1, b1] = this.samples[this.samples.length - 1]
-    if (t1 - t0 < 400 || b1 < b0) return null
-    return (b1 - b0) / ((t1 - t0) / 1000)
-  }
-}
-
 const session = {
   file: null,
   upload: null,
   previous: null, // a PreviousUpload of tus-js-client for the chosen file, if any
   previousPercent: '',
   state: 'idle', // idle | uploading | paused | error | done
-  meter: new SpeedMeter(),
-  lastPaint: 0,
-  lastMilestone: 0,
+  meter: new ProgressMeter(), // speed, time left, when to repaint, 25 % announcements
   mediaId: null,
   refused: false // the upload stopped because the server refused the token (401)
 }
@@ -305,29 +281,21 @@ function showPanel (file) {
   els.eta.textContent = t('progress.eta_unknown')
   paintState(t('progress.starting'))
   session.meter.reset()
-  session.lastMilestone = 0
   els.pause.focus()
 }
 
 function onProgress (sent, total) {
-  session.meter.add(sent)
   els.bar.max = Math.max(1, total)
   els.bar.value = sent
-  const now = performance.now()
-  if (sent < total && now - session.lastPaint < 150) return
-  session.lastPaint = now
-  const percent = total ? (100 * sent) / total : 0
+  const readout = session.meter.update(sent, total, performance.now())
+  if (!readout) return
+  const { percent, speed, secondsLeft, milestone } = readout
   els.bytes.textContent = t('progress.bytes', { done: formatBytes(sent), total: formatBytes(total) })
   els.percent.textContent = t('progress.percent', { percent: formatPercent(percent) })
-  const speed = session.meter.speed()
   els.speed.textContent = speed ? t('progress.speed', { speed: formatBytes(speed) }) : t('progress.speed_unknown')
-  els.eta.textContent = speed ? t('progress.eta', { time: formatWait((total - sent) / speed) }) : t('progress.eta_unknown')
+  els.eta.textContent = speed ? t('progress.eta', { time: formatWait(secondsLeft) }) : t('progress.eta_unknown')
   if (session.state === 'uploading' && els.state.textContent !== '') paintState('')
-  const milestone = Math.floor(percent / 25) * 25
-  if (milestone > session.lastMilestone && milestone < 100) {
-    session.lastMilestone = milestone
-    announce(t('progress.announce_25', { percent: milestone }))
-  }
+  if (milestone) announce(t('progress.announce_25', { percent: milestone }))
 }
 
 function onSuccess () {
@@ -409,7 +377,7 @@ function resume () {
   els.panel.hidden = false
   setState('uploading')
   paintState(t('progress.starting'))
-  session.meter.reset()
+  session.meter.resume()
   session.upload.start()
   els.pause.focus()
 }

@@ -3,15 +3,18 @@
 // The sprite is a relative URL, which drops the query of the VTT it was read from; when that
 // query was a playback signature (exp/sig/u, valid for every file of the media), each sprite
 // URL under the same media folder gets it back, as the server does for playlist URIs.
+// Pure (no DOM): tests/js/storyboard.test.mjs runs it under Node.
 
 const SIGNATURE = ['exp', 'sig', 'u']
 
 const TIMESTAMP = /^(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})$/
 
+/** "01:02:03.500" or "02:03.5" → seconds; null for anything else (minutes, seconds up to 59). */
 export function parseTimestamp (text) {
   const match = TIMESTAMP.exec(text.trim())
   if (!match) return null
   const [, h, m, s, ms] = match
+  if (Number(m) > 59 || Number(s) > 59) return null
   return (Number(h || 0) * 3600) + Number(m) * 60 + Number(s) + Number(ms.padEnd(3, '0')) / 1000
 }
 
@@ -26,7 +29,7 @@ export function parseStoryboard (text, baseUrl) {
     const [startText, rest] = lines[timing].split('-->')
     const start = parseTimestamp(startText)
     const end = parseTimestamp((rest || '').trim().split(/\s+/)[0] || '')
-    if (start === null || end === null) continue
+    if (start === null || end === null || end < start) continue
     const target = lines[timing + 1]
     const [path, fragment = ''] = target.split('#')
     let url
