@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> Starlette:
     base = settings.server.base_path.rstrip("/")
     metrics = Metrics(ctx)  # measures the tus endpoint from outside, serves /metrics
     auth = auth_setup.build(settings, ctx.engine)  # who may do what: see tus_server/auth
-    tus_app = metrics.instrument(tus_handler(ctx, auth.guard))
+    tus_app = auth.tus_endpoint(metrics.instrument(tus_handler(ctx, auth.guard)))  # refusals before any body byte
     # The collection answers without its trailing slash too: a redirect would drop tus headers.
     routes: list[BaseRoute] = [Route(base, endpoint=tus_app), Mount(base, app=tus_app)]
     routes.extend(auth.routes)

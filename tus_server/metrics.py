@@ -48,6 +48,7 @@ from models.config import Settings
 from models.metrics import TranscodeRun
 from models.lifecycle import MediaState
 from models.tables import Media, Upload
+from tus_server.auth.requires import guarded, metrics_reader
 from tus_server.context import AppContext
 
 log = logging.getLogger("tusflow.metrics")
@@ -114,7 +115,7 @@ class Metrics:
         async def metrics(request: Request) -> Response:
             body = await anyio.to_thread.run_sync(self.scrape)
             return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
-        return [Route("/metrics", metrics, methods=["GET"])]
+        return guarded([Route("/metrics", metrics, methods=["GET"])], metrics_reader(self.ctx.settings.auth.protect_metrics))
 
     def scrape(self) -> bytes:
         # One scrape at a time: collectors query Redis and the database, and two at once

@@ -9,10 +9,13 @@ this origin under ``/static/vendor/`` so the pages need no third-party host.
 
 With ``[auth] enabled`` a page may be loaded by a navigation that carries no credential (the
 platform hands the token over in the URL fragment, see static/js/auth.js and the README): the
-middleware then names the principal ``unidentified`` and the page is an empty shell. The upload
-and list pages hold no user data anyway; the player page leaves out title and description, so
-its shell is the same for every id and confirms nothing. The script fills everything in from
-the API, which does need the token.
+middleware then names the principal ``unidentified`` and the page routes, whose need is
+``requires.page_visitor``, serve it an empty shell. The upload and list pages hold no user data
+anyway; the player page leaves out title and description, so its shell is the same for every id
+and confirms nothing. The script fills everything in from the API, which does need the token.
+A visitor who did prove who they are gets the player page only for an item they may see (owner
+or privileged); for any other it is the same 404 page as for an id that does not exist.
+Static files and the vendored libraries are open to everyone under ``[auth] public_paths``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from models.metadata import stored_metadata
 from models.config import Settings
 from models.tables import Media, Upload
 from tus_server.api.ids import is_media_id
+from tus_server.auth.access import can_access
+from tus_server.auth.principal import Principal
+from tus_server.auth.requires import guarded, page_visitor, public_under
 from tus_server.context import AppContext
 
 PACKAGE = Path(__file__).resolve().parent
@@ -224,23 +230,24 @@ class Pages:
                                {"heading": strings.get("player.shell_title", ""), "description": ""},
                                extra={"mediaId": media_id})
         found = await anyio.to_thread.run_sync(self._title_of, media_id) if is_media_id(media_id) else None
-        if found is None:
+        if found is None or not _may_see(principal, found[2]):
             return self.not_found(request, "player.not_found")
-        title, description = found
+        title, description, _ = found
         return self.render(request, "player", "player.page_title",
                            {"heading": title, "description": description}, extra={"mediaId": media_id},
                            title_values={"title": title})
 
-    def _title_of(self, media_id: str) -> tuple[str, str] | None:
+    def _title_of(self, media_id: str) -> tuple[str, str, str | None] | None:
+        """Title, description and owner of a media item or of the upload it is made from."""
         with Session(self.engine) as session:
             media = session.get(Media, media_id)
             if media is not None:
-                return media.title or media.filename, media.description
+                return media.title or media.filename, media.description, media.owner
             upload = session.get(Upload, media_id)
             if upload is None or upload.completed_at is not None:
                 return None
         meta = stored_metadata(upload.metadata_raw)
-        return meta.text("title") or meta.text("filename"), meta.text("description")
+        return meta.text("title") or meta.text("filename"), meta.text("description"), upload.owner
 
     def not_found(self, request: Request, message_key: str = "notfound.text") -> HTMLResponse:
         lang = self.strings.pick(request.headers.get("accept-language"))
@@ -263,12 +270,20 @@ class Pages:
             status_code=404, headers=SECURITY_HEADERS)
 
 
+def _may_see(principal: Principal | None, owner: str | None) -> bool:
+    """Without a principal (no auth in this build) everything is the operator's."""
+    return principal is None or can_access(principal, owner)
+
+
 def routes(ctx: AppContext) -> list[BaseRoute]:
     pages = Pages(ctx.settings, ctx.engine)
-    return [
+    shells = guarded([
         Route("/", pages.upload, methods=["GET", "HEAD"]),
         Route("/media", pages.media, methods=["GET", "HEAD"]),
         Route("/media/{media_id}", pages.player, methods=["GET", "HEAD"]),
+    ], page_visitor)
+    assets = guarded([
         Route("/static/vendor/{name}", pages.vendor, methods=["GET", "HEAD"]),
         Mount("/static", app=StaticAssets(directory=STATIC), name="static"),
-    ]
+    ], public_under(ctx.settings.auth.public_paths))
+    return [*shells, *assets]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import gzip
 import os
+from typing import Awaitable, Callable
 
 import httpx
 import pytest
 
 from models.lifecycle import MediaState
 from tests.api.conftest import Store, new_id
+from tus_server.auth.signing import PlaybackSigner
 
 
 @pytest.fixture
@@ -138,3 +140,33 @@ async def test_symlinks_out_of_the_media_folder_are_refused(api: httpx.AsyncClie
     # a link that stays inside is fine
     os.symlink(folder / "poster.jpg", folder / "cover.jpg")
     assert (await api.get(f"/media/{ready}/cover.jpg")).status_code == 200
+
+
+SIGNING_KEY = "playback-signing-key-for-delivery-tests-0123456789"
+
+
+async def test_a_signed_playlist_is_rewritten_whole_even_when_gzip_and_etag_are_asked(
+        make_api: Callable[..., Awaitable[httpx.AsyncClient]]) -> None:
+    """Under a playback signature delivery carries the signature into every URI of the
+    playlist: always the full plain text (a 304 or a gzip body would hold unsigned URIs) and
+    never cached, since its URIs expire with the link."""
+    api = await make_api(auth={"playback_signing_key": SIGNING_KEY, "signed_playback": True})
+    store: Store = api.store  # type: ignore[attr-defined]
+    ready = store.media()
+    store.ladder(ready)
+    plain = (store.layout.media_dir(ready) / "master.m3u8").read_text()
+    query = PlaybackSigner(SIGNING_KEY).query_string(ready, "alice")
+    r = await api.get(f"/media/{ready}/master.m3u8?{query}",
+                      headers={"Accept-Encoding": "gzip", "If-None-Match": '"anything"'})
+    assert r.status_code == 200 and "content-encoding" not in r.headers and "etag" not in r.headers
+    assert r.headers["cache-control"] == "private, no-store"
+    assert int(r.headers["content-length"]) == len(r.content)
+    variants = [line for line in r.text.splitlines() if line and not line.startswith("#")]
+    expected = [line for line in plain.splitlines() if line and not line.startswith("#")]
+    assert variants == [f"{line}?{query}" for line in expected]
+    # following a rewritten URI works: it carries a valid grant, and its own URIs are signed too
+    variant = await api.get(f"/media/{ready}/{variants[0]}")
+    assert variant.status_code == 200 and f'URI="init.mp4?{query}"' in variant.text
+    head = await api.head(f"/media/{ready}/master.m3u8?{query}")
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(r.content)

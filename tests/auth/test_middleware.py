@@ -1,9 +1,10 @@
-"""The middleware in a small Starlette app (CORS outside it, like create_app), through httpx's
-ASGI transport: which credential is taken where, what a refusal looks like, signed playback."""
+"""The middleware and the route needs in a small Starlette app (CORS outside, like create_app),
+through httpx's ASGI transport: which credential is taken where, what the middleware leaves for
+the routes, and what each need's refusal looks like. Delivery's own rules (owner, signatures,
+signed playlists) are tested through the real app in test_media_rules.py and tests/api."""
 
 from __future__ import annotations
 
-import gzip
 from typing import Any
 
 import httpx
@@ -18,22 +19,18 @@ from starlette.routing import Mount, Route
 from tus_server.auth.authenticator import Authenticator
 from tus_server.auth.jwt import JwtVerifier
 from tus_server.auth.middleware import AuthMiddleware, AuthOptions
-from tus_server.auth.signing import PlaybackSigner
+from tus_server.auth.requires import Requires, Style, guarded, identified, metrics_reader, page_visitor, public_under
 from tus_server.auth.tokens import StaticTokens, TokenEntry
 
-from .conftest import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, HS_SECRET, SERVICE_TOKEN, SIGNING_KEY, TOKENS, hs_token
-
-MEDIA = "c" * 32
-OTHER_MEDIA = "d" * 32
-OWNERS = {MEDIA: "alice", OTHER_MEDIA: "bob"}
-MASTER = '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n#EXT-X-I-FRAME-STREAM-INF:URI="720p/i.m3u8"\n' * 20
+from .conftest import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, HS_SECRET, SERVICE_TOKEN, TOKENS, hs_token
 
 
 def whoami(request: Request) -> Response:
     state = request.state
     principal = getattr(state, "principal", None)
+    error = getattr(state, "auth_error", None)
     return JSONResponse({"user": getattr(state, "user", None), "role": getattr(state, "role", None),
-                         "via": principal.via if principal else None})
+                         "via": principal.via if principal else None, "error": error.code if error else None})
 
 
 async def tus_app(scope: Any, receive: Any, send: Any) -> None:
@@ -41,31 +38,18 @@ async def tus_app(scope: Any, receive: Any, send: Any) -> None:
     await response(scope, receive, send)
 
 
-def delivery(request: Request) -> Response:
-    if request.url.path.endswith(".m3u8"):
-        if request.headers.get("if-none-match") == '"v1"':
-            return Response(status_code=304, headers={"ETag": '"v1"'})
-        headers = {"ETag": '"v1"', "Cache-Control": "public, max-age=60"}
-        if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(gzip.compress(MASTER.encode()), media_type="application/vnd.apple.mpegurl",
-                            headers={**headers, "Content-Encoding": "gzip"})
-        return Response(MASTER, media_type="application/vnd.apple.mpegurl", headers=headers)
-    return Response(b"\x00segment", media_type="video/iso.segment")
-
-
-async def lookup(media_id: str) -> tuple[bool, str | None]:
-    return (media_id in OWNERS, OWNERS.get(media_id))
-
-
-def make_app(**options: Any) -> Starlette:
+def make_app(protect_metrics: bool = False, **options: Any) -> Starlette:
     tokens = StaticTokens(TokenEntry(**t) for t in TOKENS)
-    defaults: dict[str, Any] = dict(enabled=True, authenticator=Authenticator(tokens, JwtVerifier(hs256_secret=HS_SECRET)),
-                                    signer=PlaybackSigner(SIGNING_KEY, 600), media_owner=lookup)
+    defaults: dict[str, Any] = dict(enabled=True, authenticator=Authenticator(tokens, JwtVerifier(hs256_secret=HS_SECRET)))
     defaults.update(options)
-    routes = [Mount("/files", app=tus_app), Route("/api/whoami", whoami), Route("/", whoami),
-              Route("/healthz", lambda r: PlainTextResponse("ok")), Route("/metrics", lambda r: PlainTextResponse("m 1")),
-              Route("/static/app.js", lambda r: PlainTextResponse("js")),
-              Route("/media/{media_id}/{path:path}", delivery, methods=["GET", "HEAD"])]
+    routes = [Mount("/files", app=Requires(tus_app, identified, Style.TUS)),
+              *guarded([Route("/api/whoami", whoami)], identified, Style.JSON),
+              *guarded([Route("/", whoami, methods=["GET", "HEAD"])], page_visitor),
+              Route("/healthz", lambda r: PlainTextResponse("ok")),
+              Route("/anything", whoami),  # no need at all: the middleware alone never refuses
+              *guarded([Route("/metrics", lambda r: PlainTextResponse("m 1"))], metrics_reader(protect_metrics)),
+              *guarded([Route("/static/app.js", lambda r: PlainTextResponse("js")),
+                        Route("/private/app.js", lambda r: PlainTextResponse("js"))], public_under(("/static/",)))]
     middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]),
                   Middleware(AuthMiddleware, options=AuthOptions(**defaults))]
     return Starlette(routes=routes, middleware=middleware)
@@ -82,9 +66,9 @@ def bearer(token: str) -> dict[str, str]:
 async def test_static_token_and_jwt_set_state() -> None:
     async with client() as c:
         r = await c.get("/api/whoami", headers=bearer(ADMIN_TOKEN))
-        assert r.json() == {"user": "root", "role": "admin", "via": "token"}
+        assert r.json() == {"user": "root", "role": "admin", "via": "token", "error": None}
         r = await c.get("/api/whoami", headers=bearer(hs_token("alice", role="service")))
-        assert r.json() == {"user": "alice", "role": "service", "via": "jwt"}
+        assert r.json() == {"user": "alice", "role": "service", "via": "jwt", "error": None}
 
 
 @pytest.mark.parametrize("headers,reason,error", [
@@ -150,66 +134,46 @@ async def test_query_token_and_cookie_only_on_safe_methods() -> None:
 
 async def test_auth_disabled_is_anonymous_admin() -> None:
     async with client(enabled=False) as c:
-        assert (await c.get("/api/whoami")).json() == {"user": "anonymous", "role": "admin", "via": "anonymous"}
+        assert (await c.get("/api/whoami")).json() == {"user": "anonymous", "role": "admin", "via": "anonymous",
+                                                       "error": None}
         assert (await c.post("/files/")).text == "tus anonymous"
-        assert (await c.get(f"/media/{OTHER_MEDIA}/720p/seg.m4s")).status_code == 200
+        assert (await c.get("/metrics")).text == "m 1"
 
 
-async def test_delivery_owner_admin_and_others() -> None:
+@pytest.mark.parametrize("headers,query,error", [
+    ({}, "", "ERR_AUTH_REQUIRED"),
+    (bearer("wrong-token-0123456789"), "", "ERR_INVALID_TOKEN"),
+    ({}, f"?token={hs_token('alice', ttl=-120)}", "ERR_TOKEN_EXPIRED"),
+])
+async def test_the_middleware_only_identifies_and_never_refuses(headers: dict[str, str], query: str, error: str) -> None:
+    """Whether a principal is enough is the route's decision: a route with no need sees the
+    unidentified caller and why, and the middleware itself answers nothing."""
     async with client() as c:
-        seg = f"/media/{MEDIA}/720p/seg_1.m4s"
-        assert (await c.get(seg, headers=bearer(ALICE_TOKEN))).status_code == 200
-        assert (await c.get(seg, headers=bearer(ADMIN_TOKEN))).status_code == 200
-        assert (await c.get(f"{seg}?token={ALICE_TOKEN}")).status_code == 200
-        other = await c.get(seg, headers=bearer(BOB_TOKEN))
-        assert other.status_code == 404 and "not found" in other.text
-        assert (await c.get(seg)).status_code == 401
-
-
-async def signed(path_media: str = MEDIA, **kw: Any) -> str:
-    return PlaybackSigner(SIGNING_KEY, 600).query_string(path_media, **kw)
-
-
-async def test_signed_link_opens_media_without_a_token() -> None:
-    async with client(signed_playback=True) as c:
-        q = await signed(user="alice")
-        assert (await c.get(f"/media/{MEDIA}/720p/seg_1.m4s?{q}")).status_code == 200
-        # a signature for one item opens no other
-        assert (await c.get(f"/media/{OTHER_MEDIA}/720p/seg_1.m4s?{q}")).status_code == 403
-        # without the signature, a token-less viewer is refused even with auth... and the owner's token still works
-        assert (await c.get(f"/media/{MEDIA}/720p/seg_1.m4s")).status_code == 401
-        assert (await c.get(f"/media/{MEDIA}/720p/seg_1.m4s", headers=bearer(ALICE_TOKEN))).status_code == 200
-    async with client(enabled=False, signed_playback=True) as c:
-        r = await c.get(f"/media/{MEDIA}/720p/seg_1.m4s")
-        assert r.status_code == 403 and "signed link" in r.text
-        assert (await c.get(f"/media/{MEDIA}/720p/seg_1.m4s?{q}")).status_code == 200
-
-
-async def test_tampered_and_expired_signed_links() -> None:
-    async with client(enabled=False, signed_playback=True) as c:
-        q = await signed()
-        tampered = q.replace("exp=", "exp=9")
-        r = await c.get(f"/media/{MEDIA}/master.m3u8?{tampered}")
-        assert r.status_code == 403 and r.text == "invalid playback signature\n"
-        expired = PlaybackSigner(SIGNING_KEY, 600, clock=lambda: 1_000_000.0).query_string(MEDIA)
-        r = await c.get(f"/media/{MEDIA}/master.m3u8?{expired}")
-        assert r.status_code == 403 and r.text == "playback link expired\n"
-
-
-async def test_signed_playlist_is_rewritten_even_when_gzip_and_etag_are_asked() -> None:
-    async with client(enabled=False, signed_playback=True) as c:
-        q = await signed(user="alice")
-        r = await c.get(f"/media/{MEDIA}/master.m3u8?{q}",
-                        headers={"Accept-Encoding": "gzip", "If-None-Match": '"v1"'})
+        r = await c.get(f"/anything{query}", headers=headers)
         assert r.status_code == 200
-        assert f"\n720p/index.m3u8?{q}\n" in r.text and f'URI="720p/i.m3u8?{q}"' in r.text
-        assert "etag" not in r.headers and r.headers["cache-control"] == "private, no-store"
-        assert int(r.headers["content-length"]) == len(r.content)
-        # following the rewritten URI works: it carries a valid grant
-        variant = r.text.splitlines()[2]
-        assert (await c.get(f"/media/{MEDIA}/{variant}")).status_code == 200
-        head = await c.head(f"/media/{MEDIA}/master.m3u8?{q}")
-        assert head.status_code == 200 and head.content == b""
-    async with client(enabled=False) as c:  # unsigned playlists pass through untouched
-        r = await c.get(f"/media/{MEDIA}/master.m3u8")
-        assert r.text == MASTER and r.headers["etag"] == '"v1"'
+        assert r.json() == {"user": "", "role": "user", "via": "unidentified", "error": error}
+        assert (await c.get(f"/api/whoami{query}", headers=headers)).json()["code"] == error
+
+
+async def test_page_shells_forgive_stale_ambient_credentials_but_not_a_bad_header() -> None:
+    async with client() as c:
+        assert (await c.get("/")).json()["via"] == "unidentified"
+        assert (await c.get(f"/?token={hs_token('alice', ttl=-120)}")).json()["via"] == "unidentified"
+        c.cookies.set("tusflow_token", "stale-cookie-0123456789")
+        assert (await c.get("/")).json()["via"] == "unidentified"
+        c.cookies.clear()
+        assert (await c.get(f"/?token={ALICE_TOKEN}")).json()["user"] == "alice"
+        r = await c.get("/", headers=bearer("wrong-token-0123456789"))
+        assert r.status_code == 401 and r.text == "invalid token\n"
+        # a shell is only for GET/HEAD: other methods need a caller, and learn the 405 only then
+        assert (await c.post("/")).status_code == 401
+        assert (await c.post("/", headers=bearer(ALICE_TOKEN))).status_code == 405
+        head = await c.head("/", headers=bearer("wrong-token-0123456789"))
+        assert head.status_code == 401 and head.content == b"" and int(head.headers["content-length"]) > 0
+
+
+async def test_public_paths_are_open_and_others_need_a_caller() -> None:
+    async with client() as c:
+        assert (await c.get("/static/app.js", headers=bearer("wrong-token-0123456789"))).text == "js"
+        assert (await c.get("/private/app.js")).status_code == 401
+        assert (await c.get("/private/app.js", headers=bearer(BOB_TOKEN))).text == "js"

@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tus_server.auth.errors import AuthError
-from tus_server.auth.signing import PlaybackSigner, rewrite_playlist
+from tus_server.auth.signing import PlaybackSigner
+from tus_server.delivery import rewrite_playlist
 
 from .conftest import SIGNING_KEY
 

@@ -14,6 +14,7 @@ from tus_server.api.items import MediaCatalog
 from tus_server.api.jobs import JobQueue
 from tus_server.api.links import playback_links
 from tus_server.api.media import MediaApi
+from tus_server.auth.requires import Style, guarded, identified
 from tus_server.context import AppContext
 
 
@@ -24,10 +25,12 @@ def routes(ctx: AppContext) -> list[BaseRoute]:
     api = MediaApi(catalog, jobs, ctx.engine, ctx.layout, ctx.settings.server.base_path, links)
     events = EventStream(ChangeFeed(ChangeDetector(catalog), links=links), stopping_flag(ctx))
 
-    return [
+    # every route needs an identified caller (JSON refusals); which items it may see is
+    # decided per item by tus_server.api.access
+    return guarded([
         Route("/api/media", api.list, methods=["GET"]),
         Route("/api/media/{media_id}", api.get, methods=["GET"]),
         Route("/api/media/{media_id}", api.delete, methods=["DELETE"]),
         Route("/api/media/{media_id}/retry", api.retry, methods=["POST"]),
         Route("/api/events", events.handle, methods=["GET"]),
-    ]
+    ], identified, Style.JSON)

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 from starlette.requests import HTTPConnection
 
 from models.config import Settings
-from tus_server.auth.signing import PlaybackSigner
+from tus_server.auth.signing import PlaybackSigner, playback_signer
 
 SIGNED_FIELDS = ("poster", "playlist", "storyboard")
 
@@ -47,10 +47,8 @@ class PlaybackLinks:
 def playback_links(settings: Settings) -> PlaybackLinks | None:
     """Links are signed only when the server demands signatures: otherwise the URLs stay as
     they were and a page sends its own credential."""
-    a = settings.auth
-    if not (a.signed_playback and a.playback_signing_key):
-        return None
-    return PlaybackLinks(PlaybackSigner(a.playback_signing_key, a.playback_ttl))
+    signer = playback_signer(settings)
+    return PlaybackLinks(signer) if signer is not None and settings.auth.signed_playback else None
 
 
 def signing_user(conn: HTTPConnection) -> str:

@@ -27,6 +27,7 @@ from models.tables import Media, Upload
 from models.clock import aware, iso, utcnow
 from tus_server.auth.access import can_access
 from tus_server.auth.principal import Principal
+from tus_server.auth.requires import Style, guarded, identified
 from tus_server.auth.signing import PlaybackSigner
 from tus_server.tus import headers as H
 from tus_server.tus.urls import UrlBuilder
@@ -114,5 +115,6 @@ class AuthRoutes:
 
 def auth_routes(settings: Settings, engine: Engine, signer: PlaybackSigner | None) -> list[BaseRoute]:
     handlers = AuthRoutes(settings, engine, signer)
-    return [Route("/api/uploads/mine", handlers.mine, methods=["GET"]),
-            Route("/api/media/{media_id}/playback", handlers.playback, methods=["GET"])]
+    return guarded([Route("/api/uploads/mine", handlers.mine, methods=["GET"]),
+                    Route("/api/media/{media_id}/playback", handlers.playback, methods=["GET"])],
+                   identified, Style.JSON)

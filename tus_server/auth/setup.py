@@ -1,7 +1,9 @@
 """Everything auth needs, built once per app from Settings (no module-level state).
 
-``create_app`` calls ``build`` and then wires three things: ``middleware`` (inside CORS),
-``guard`` (handed to the tus handler) and ``routes``.
+``create_app`` calls ``build`` and then wires four things: ``middleware`` (inside CORS: who is
+asking), ``tus_endpoint`` (the tus app behind its need: an identified caller), ``guard``
+(handed to the tus handler: whose upload, may it start) and ``routes``. The other routes
+(API, delivery, pages, /metrics) state their own needs with ``tus_server.auth.requires``.
 """
 
 from __future__ import annotations
@@ -9,21 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio.to_thread
 from sqlalchemy.engine import Engine
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from models.config import Settings
-from models.db import session_scope
-from models.tables import Media, Upload
 from tus_server.auth.authenticator import Authenticator
 from tus_server.auth.jwt import JwtVerifier
 from tus_server.auth.middleware import AuthMiddleware, AuthOptions
 from tus_server.auth.prehook import PreCreateHook
 from tus_server.auth.quota import Limits
+from tus_server.auth.requires import Requires, Style, identified
 from tus_server.auth.routes import auth_routes
-from tus_server.auth.signing import PlaybackSigner
+from tus_server.auth.signing import PlaybackSigner, playback_signer
 from tus_server.auth.tokens import StaticTokens, TokenEntry
 from tus_server.auth.tus_guard import TusGuard
 
@@ -39,21 +40,12 @@ class Auth:
     def middleware(self) -> Middleware:
         return Middleware(AuthMiddleware, options=self.options)
 
-
-class MediaOwners:
-    """Owner of a media item (or of the upload it is still being made from) for the delivery
-    and player-page checks: primary-key reads, off the event loop."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def _read(self, media_id: str) -> tuple[bool, str | None]:
-        with session_scope(self.engine) as session:
-            row = session.get(Media, media_id) or session.get(Upload, media_id)
-            return (row is not None, row.owner if row is not None else None)
-
-    async def __call__(self, media_id: str) -> tuple[bool, str | None]:
-        return await anyio.to_thread.run_sync(self._read, media_id)
+    @staticmethod
+    def tus_endpoint(app: ASGIApp) -> ASGIApp:
+        """Every tus request but OPTIONS needs an identified caller, checked before the handler
+        reads a body byte, so a PATCH refused for an expired token keeps the upload's offset
+        and the client resumes after refreshing it (uvicorn discards the unread body)."""
+        return Requires(app, identified, Style.TUS)
 
 
 def authenticator(settings: Settings) -> Authenticator:
@@ -68,12 +60,9 @@ def authenticator(settings: Settings) -> Authenticator:
 
 def build(settings: Settings, engine: Engine) -> Auth:
     a = settings.auth
-    signer = PlaybackSigner(a.playback_signing_key, a.playback_ttl) if a.playback_signing_key else None
+    signer = playback_signer(settings)
     options = AuthOptions(enabled=a.enabled, authenticator=authenticator(settings),
-                          base_path=settings.server.base_path, signer=signer,
-                          signed_playback=a.signed_playback, public_paths=a.public_paths,
-                          protect_metrics=a.protect_metrics, query_token=a.query_token,
-                          cookie_name=a.cookie_name, media_owner=MediaOwners(engine))
+                          query_token=a.query_token, cookie_name=a.cookie_name)
     hook = PreCreateHook(a.precreate_hook_url, a.precreate_hook_timeout) if a.precreate_hook_url else None
     limits = Limits(max_size=settings.uploads.max_size, per_day=a.quota_bytes_per_day, total=a.quota_bytes_total)
     return Auth(options=options, guard=TusGuard(engine, limits, hook), signer=signer,

@@ -3,8 +3,8 @@
 The signature covers the media id (not one file) plus the expiry and, optionally, the viewer:
 one grant opens every file under ``/media/<id>/`` (master, variant playlists, init segments,
 segments, poster, storyboard). Players resolve the URIs inside a playlist relative to it and
-drop its query string, so when a playlist is served under a signature the middleware appends
-the same ``exp``/``sig`` (and ``u``) to every URI in it (``rewrite_playlist``). That keeps the
+drop its query string, so when a playlist is served under a signature, delivery
+(``tus_server.delivery``) appends the same ``exp``/``sig`` (and ``u``) to every URI in it. That keeps the
 files on disk unsigned and the same for everyone, works for hls.js and for native HLS players
 that cannot send headers or cookies, and never needs a cookie across origins.
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 from urllib.parse import urlencode
 
+from models.config import Settings
 from tus_server.auth.errors import ERR_PLAYBACK_EXPIRED, ERR_PLAYBACK_INVALID
 
 _DOMAIN = "tusflow-playback-v1"
 _EXP = re.compile(r"[0-9]{1,12}")
-_URI_ATTR = re.compile(r'(URI=")([^"]*)(")')
 
 
 @dataclass(frozen=True)
@@ -82,33 +82,8 @@ class PlaybackSigner:
         return PlaybackGrant(media_id, int(exp), user)
 
 
-def _with_query(uri: str, query: str) -> str:
-    """Append the signature to a URI that stays inside this media item: relative ones and
-    absolute paths under its prefix. Absolute URLs elsewhere and data: URIs are left alone."""
-    if not uri or "://" in uri or uri.startswith(("data:", "//", "#")):
-        return uri
-    path, hash_, fragment = uri.partition("#")
-    sep = "&" if "?" in path else "?"
-    return f"{path}{sep}{query}{hash_}{fragment}"
-
-
-def rewrite_playlist(text: str, query: str, prefix: str = "") -> str:
-    """Carry the signature into every URI of an m3u8 playlist: URI lines and ``URI="..."``
-    attributes (EXT-X-MAP, EXT-X-MEDIA, EXT-X-I-FRAME-STREAM-INF, EXT-X-KEY, ...). ``prefix``
-    limits absolute-path URIs to this media item's own folder."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        end = line[len(body):]
-        if body.startswith("#"):
-            body = _URI_ATTR.sub(lambda m: m.group(1) + _inside(m.group(2), query, prefix) + m.group(3), body)
-        elif body.strip():
-            body = _inside(body.strip(), query, prefix)
-        out.append(body + end)
-    return "".join(out)
-
-
-def _inside(uri: str, query: str, prefix: str) -> str:
-    if uri.startswith("/") and not (prefix and uri.startswith(prefix)):
-        return uri
-    return _with_query(uri, query)
+def playback_signer(settings: Settings) -> PlaybackSigner | None:
+    """The app's signer, None without ``[auth] playback_signing_key`` (then nothing is signed
+    and no signature is accepted)."""
+    a = settings.auth
+    return PlaybackSigner(a.playback_signing_key, a.playback_ttl) if a.playback_signing_key else None
