@@ -196,3 +196,15 @@ def test_metadata_text_drops_control_characters_but_values_keep_bytes() -> None:
     m = meta(H.encode_metadata({"filename": raw}))
     assert m.values["filename"] == raw
     assert m.text("filename") == "nulname.mp4 ü"
+
+
+@pytest.mark.parametrize("method,override,expected", [
+    ("POST", "PATCH", "PATCH"), ("POST", "delete", "DELETE"), ("POST", "HEAD", "HEAD"),
+    ("POST", "GET", "POST"), ("POST", "OPTIONS", "POST"), ("POST", "PUT", "POST"),
+    ("POST", None, "POST"), ("POST", "", "POST"),
+    ("PATCH", "DELETE", "PATCH"), ("GET", "DELETE", "GET"), ("HEAD", "PATCH", "HEAD"),
+])
+def test_method_override_only_on_post_and_only_for_the_shared_set(method: str, override: str | None,
+                                                                  expected: str) -> None:
+    assert H.effective_method(method, override) == expected
+    assert H.OVERRIDABLE == {"PATCH", "DELETE", "HEAD"}

@@ -121,6 +121,13 @@ async def test_method_override(client) -> None:
     assert r.status_code == 404
 
 
+@pytest.mark.parametrize("override", ["GET", "OPTIONS"])
+async def test_method_override_outside_the_set_leaves_a_creation(client, override: str) -> None:
+    """GET and OPTIONS are never overridable (headers.OVERRIDABLE): the POST creates."""
+    r = await client.post(BASE, headers={**TUS, "Upload-Length": "4", "X-HTTP-Method-Override": override})
+    assert r.status_code == 201 and row(client, r.headers["Location"]) is not None
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream",
                                           "application/offset+octet-streamX"])
 async def test_patch_wrong_content_type_is_415(client, content_type) -> None:

@@ -13,6 +13,15 @@ TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 INT64_MAX = 2**63 - 1
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "sha512")
+# X-HTTP-Method-Override (T10 of the tus spec checklist) is honoured on POST only,
+# as tusd does, for the tus methods a restricted client may be unable to send: PATCH and DELETE
+# (tus-js-client's ``overridePatchMethod``, proxies and HTTP stacks limited to GET/POST) and
+# HEAD, without which such a client could upload but never learn its offset to resume. Not GET,
+# which every client can send, so a POST that turns into a download would only mislead caches
+# and logs; not OPTIONS, which is discovery and the CORS preflight and must stay a real OPTIONS.
+# A POST with any other value stays a creation. Everything that classifies a tus request (the
+# handler, the auth middleware) uses this one set, so they agree on what a request is.
+OVERRIDABLE = frozenset({"PATCH", "DELETE", "HEAD"})
 
 _DIGITS = re.compile(r"[0-9]+")
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -107,6 +116,12 @@ def id_from_url(url: str, base_path: str) -> str | None:
         return None
     candidate = path[len(base_path):]
     return candidate if is_valid_id(candidate) else None
+
+
+def effective_method(method: str, override: str | None) -> str:
+    """The method a tus request stands for: POST with an allowed override becomes that method."""
+    wanted = (override or "").upper()
+    return wanted if method == "POST" and wanted in OVERRIDABLE else method
 
 
 def media_type(content_type: str | None) -> str:
