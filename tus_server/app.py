@@ -18,10 +18,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
 from models.config import Settings, load_settings
+from tus_server import api, delivery, health, pages
 from tus_server.auth import setup as auth_setup
 from tus_server.context import AppContext
 from tus_server.metrics import Metrics
-from tus_server.publish import Publisher
+from tus_server.publish import UploadLifecycle
+from tus_server.tus.events import FanOut, UploadEvents
 from tus_server.tus.handlers import AccessGuard, TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks
 from tus_server.tus.repo import UploadRepo
@@ -43,35 +45,28 @@ TUS_RESPONSE_HEADERS = [
 ]
 
 
-def tus_handler(ctx: AppContext, guard: AccessGuard | None = None) -> TusHandler:
+def tus_handler(ctx: AppContext, events: UploadEvents, guard: AccessGuard | None = None) -> TusHandler:
     s = ctx.settings
     store = FileStore(ctx.layout, s.storage.fsync, ctx.executor)
     return TusHandler(TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration),
                                  store=store, locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout),
-                                 completion=Publisher(ctx), guard=guard, stopping=ctx.stopping))
+                                 events=events, guard=guard, stopping=ctx.stopping))
 
 
 def extra_routes(ctx: AppContext) -> list[BaseRoute]:
-    """Routes of the media API, delivery, pages and health checks, each from its own module
-    when present."""
-    routes: list[BaseRoute] = []
-    for module_name in ("tus_server.api", "tus_server.delivery", "tus_server.pages", "tus_server.health"):
-        try:
-            module = __import__(module_name, fromlist=["routes"])
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        routes.extend(module.routes(ctx))
-    return routes
+    """Routes of the media API, delivery, pages and health checks."""
+    return [*api.routes(ctx), *delivery.routes(ctx), *pages.routes(ctx), *health.routes(ctx)]
 
 
 def create_app(settings: Settings) -> Starlette:
     ctx = AppContext.build(settings)
     base = settings.server.base_path.rstrip("/")
-    metrics = Metrics(ctx)  # measures the tus endpoint from outside, serves /metrics
+    metrics = Metrics(ctx)  # serves /metrics; counts uploads as an observer of their events
     auth = auth_setup.build(settings, ctx.engine)  # who may do what: see tus_server/auth
-    tus_app = auth.tus_endpoint(metrics.instrument(tus_handler(ctx, auth.guard)))  # refusals before any body byte
+    # The one seam from upload to worker: publishing first (its headers answer the client),
+    # then the counts, so an upload is counted as completed only once it is handed on.
+    events = FanOut(UploadLifecycle(ctx), metrics.upload_events())
+    tus_app = auth.tus_endpoint(tus_handler(ctx, events, auth.guard))  # refusals before any body byte
     # The collection answers without its trailing slash too: a redirect would drop tus headers.
     routes: list[BaseRoute] = [Route(base, endpoint=tus_app), Mount(base, app=tus_app)]
     routes.extend(auth.routes)

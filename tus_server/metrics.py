@@ -2,11 +2,12 @@
 
 Three sources, each measured where it can be measured correctly:
 
-- Upload traffic is counted by ``TusMetrics``, a pure ASGI wrapper around the tus endpoint, so
-  the protocol handler carries no metrics code. It sees what the client sees: body bytes as
-  ``receive`` hands them over, PATCH wall time, and the answers (POST 201 = created; a
-  ``Link: <...>; rel="media"`` on the response that finished the upload = completed; PATCH
-  4xx/5xx = failed, labelled by status so a 409 resume or 423 lock can be told from a 500).
+- Upload traffic is counted by ``UploadMetrics``, an observer of the tus handler's upload
+  events (``tus_server.tus.events``), so each count happens where the thing happens: an upload
+  row created, body bytes read from the client as they arrive, a request reading a body (the
+  active gauge), a completion committed (once per non-partial upload, whichever request or
+  process finds it), a termination, and each PATCH answered with its status and wall time
+  (4xx/5xx = failed, labelled by status so a 409 resume or 423 lock can be told from a 500).
   These live in this process: with ``[server] workers`` > 1 they need Prometheus' multiprocess
   mode (see ``prepare_multiprocess``), which this module uses when its directory is set.
 - Queue length and jobs by state are read from RQ's Redis keys at scrape time, so every
@@ -25,7 +26,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -42,7 +42,6 @@ from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.config import Settings
 from models.metrics import TranscodeRun
@@ -50,6 +49,7 @@ from models.lifecycle import MediaState
 from models.tables import Media, Upload
 from tus_server.auth.requires import guarded, metrics_reader
 from tus_server.context import AppContext
+from tus_server.tus.events import NoEvents
 
 log = logging.getLogger("tusflow.metrics")
 
@@ -61,8 +61,6 @@ REALTIME_BUCKETS = (0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
 # whose commit landed after a scrape that had passed its finished_at is still counted.
 FOLD_OVERLAP = timedelta(minutes=10)
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed", "finished", "canceled")
-OFFSET_OCTET_STREAM = b"application/offset+octet-stream"
-OVERRIDABLE = {"PATCH", "DELETE", "HEAD", "GET", "OPTIONS"}
 
 
 def prepare_multiprocess(settings: Settings) -> Path:
@@ -78,7 +76,7 @@ def prepare_multiprocess(settings: Settings) -> Path:
 
 
 class Metrics:
-    """The registry of one app and the instruments the tus wrapper updates."""
+    """The registry of one app and the upload instruments ``UploadMetrics`` updates."""
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
@@ -90,11 +88,14 @@ class Metrics:
         # In multiprocess mode the instruments write to files; registering them too would
         # report this process's values twice.
         own = None if multiproc else self.registry
-        self.created = Counter("tusflow_uploads_created", "Uploads created (POST answered 201).",
+        self.created = Counter("tusflow_uploads_created",
+                               "Uploads created (plain, partial and final; POST with Location).",
                                registry=own)
         self.completed = Counter("tusflow_uploads_completed",
-                                 "Uploads whose last byte arrived (answer carried the media link).",
+                                 "Non-partial uploads whose completion was recorded (handed to publishing).",
                                  registry=own)
+        self.terminated = Counter("tusflow_uploads_terminated", "Uploads deleted by their client (DELETE).",
+                                  registry=own)
         self.failed = Counter("tusflow_uploads_failed",
                               "PATCH requests answered with an error, by HTTP status.",
                               ["status"], registry=own)
@@ -108,8 +109,9 @@ class Metrics:
         self.registry.register(StateCollector(ctx.settings, ctx.engine))
         self._scrape_lock = threading.Lock()
 
-    def instrument(self, app: ASGIApp) -> ASGIApp:
-        return TusMetrics(app, self)
+    def upload_events(self) -> "UploadMetrics":
+        """The observer to give the tus handler (composed with publishing in ``create_app``)."""
+        return UploadMetrics(self)
 
     def routes(self) -> list[BaseRoute]:
         async def metrics(request: Request) -> Response:
@@ -124,76 +126,35 @@ class Metrics:
             return generate_latest(self.registry)
 
 
-class TusMetrics:
-    """Pure ASGI wrapper around the tus endpoint; measures without touching the handler."""
+class UploadMetrics(NoEvents):
+    """Counts the tus handler's upload events; the handler carries no metrics code of its own."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics):
-        self.app = app
+    def __init__(self, metrics: Metrics):
         self.m = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        method = scope["method"]
-        override = headers.get(b"x-http-method-override", b"").decode("latin-1").upper()
-        if method == "POST" and override in OVERRIDABLE:
-            method = override
-        if method not in ("POST", "PATCH"):
-            await self.app(scope, receive, send)
-            return
+    async def created(self, upload: Upload) -> None:
+        self.m.created.inc()
 
-        m = self.m
-        carries_body = method == "PATCH" or headers.get(b"content-type", b"").split(b";")[0].strip() \
-            == OFFSET_OCTET_STREAM
-        received = 0
-        status = 0
-        media_link = False
+    def receiving(self, upload: Upload, active: bool) -> None:
+        if active:
+            self.m.active.inc()
+        else:
+            self.m.active.dec()
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                size = len(message.get("body", b""))
-                if size:
-                    received += size
-                    m.bytes.inc(size)
-            return message
+    def progress(self, upload: Upload, nbytes: int) -> None:
+        self.m.bytes.inc(nbytes)
 
-        async def watching_send(message: Message) -> None:
-            nonlocal status, media_link
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                media_link = any(k.lower() == b"link" and b'rel="media"' in v
-                                 for k, v in message.get("headers", []))
-            await send(message)
+    async def completed(self, upload: Upload) -> dict[str, str]:
+        self.m.completed.inc()
+        return {}
 
-        start = time.perf_counter()
-        if carries_body:
-            m.active.inc()
-        try:
-            await self.app(scope, counting_receive, watching_send)
-        finally:
-            if carries_body:
-                m.active.dec()
-            if method == "PATCH":
-                m.patch_seconds.observe(time.perf_counter() - start)
-                if status == 0 or status >= 400:
-                    m.failed.labels(str(status or "none")).inc()
-            if method == "POST" and status == 201:
-                m.created.inc()
-            if media_link and self._finished_here(method, status, received, headers):
-                m.completed.inc()
+    async def terminated(self, upload: Upload) -> None:
+        self.m.terminated.inc()
 
-    @staticmethod
-    def _finished_here(method: str, status: int, received: int, headers: dict[bytes, bytes]) -> bool:
-        """The media link is also on answers about uploads that were already complete (HEAD,
-        an empty PATCH at the end); only a request that brought bytes or the final length, or
-        a POST that created a finished upload, completed it."""
-        if method == "POST":
-            return status == 201
-        return status == 204 and (received > 0 or b"upload-length" in headers)
+    def patch_answered(self, status: int | None, seconds: float) -> None:
+        self.m.patch_seconds.observe(seconds)
+        if status is None or status >= 400:
+            self.m.failed.labels(str(status or "none")).inc()
 
 
 class StateCollector(Collector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from datetime import timedelta
 from typing import Callable, Iterator
@@ -66,6 +67,36 @@ def test_upload_counters_follow_the_uploads(start_server: Callable, redis_server
     assert value(last, "tusflow_uploads_created_total") == value(after, "tusflow_uploads_created_total") + 1
     assert value(last, "tusflow_uploads_completed_total") == value(after, "tusflow_uploads_completed_total") + 1
     assert value(last, "tusflow_upload_bytes_received_total") == value(after, "tusflow_upload_bytes_received_total") + 3
+
+
+def test_counters_follow_the_upload_events_not_the_answers(start_server: Callable, redis_server) -> None:
+    """Counted where things happen: an upload whose creation-with-upload body is refused was
+    still created; partials are created but only their final completes; DELETE terminates."""
+    server = start_server(redis={"url": redis_server.url})
+    before = scrape(server.origin)
+
+    bad = httpx.post(server.url, headers={**OCTET, "Upload-Length": "3",
+                                          "Upload-Checksum": "sha1 " + base64.b64encode(b"x" * 20).decode()},
+                     content=b"xyz", timeout=10)
+    assert bad.status_code == 460 and bad.headers["Location"]
+    parts = []
+    for chunk in (b"ab", b"cd"):
+        r = httpx.post(server.url, headers={**OCTET, "Upload-Length": "2", "Upload-Concat": "partial"},
+                       content=chunk, timeout=10)
+        assert r.status_code == 201 and r.headers["Upload-Offset"] == "2" and "Link" not in r.headers
+        parts.append(r.headers["Location"])
+    final = httpx.post(server.url, headers={**TUS, "Upload-Concat": "final;" + " ".join(parts)}, timeout=10)
+    assert final.status_code == 201 and 'rel="media"' in final.headers.get("Link", "")
+    assert httpx.delete(bad.headers["Location"], headers=TUS, timeout=10).status_code == 204
+
+    after = scrape(server.origin)
+    assert value(after, "tusflow_uploads_created_total") == value(before, "tusflow_uploads_created_total") + 4
+    assert value(after, "tusflow_uploads_completed_total") == value(before, "tusflow_uploads_completed_total") + 1
+    assert value(after, "tusflow_uploads_terminated_total") == value(before, "tusflow_uploads_terminated_total") + 1
+    # The refused body was read (and staged) before its checksum failed: received, not stored.
+    assert value(after, "tusflow_upload_bytes_received_total") == \
+        value(before, "tusflow_upload_bytes_received_total") + 3 + 4
+    assert value(after, "tusflow_uploads_active") == 0
 
 
 def test_active_uploads_and_bytes_move_during_a_patch(start_server: Callable, redis_server) -> None:

@@ -187,6 +187,7 @@ async def _asgi(app, method: str, url: str, headers: list[tuple[bytes, bytes]]) 
 async def test_request_bound_to_fail_never_interrupts_a_running_upload(client) -> None:
     """Only a request that passed the checks may ask the holder of an upload to stop."""
     from tus_server.tus import errors as E
+    from tus_server.tus.events import NoEvents
     from tus_server.tus.handlers import TusContext, TusHandler
     from tus_server.tus.locks import UploadLocks
     from tus_server.tus.repo import UploadRepo
@@ -199,7 +200,7 @@ async def test_request_bound_to_fail_never_interrupts_a_running_upload(client) -
     ctx, settings = client.app.state.ctx, client.settings
     handler = TusHandler(TusContext(settings=settings, repo=UploadRepo(ctx.engine, settings.uploads.expiration),
                                     store=FileStore(ctx.layout, False, ctx.executor),
-                                    locks=UploadLocks(ctx.layout.locks, 2.0), completion=NoListener(),
+                                    locks=UploadLocks(ctx.layout.locks, 2.0), events=NoEvents(),
                                     guard=Guard()))  # type: ignore[arg-type]
     url = await new_upload(client, 100)
     script = Script([b"hello"], "stall")
@@ -223,17 +224,6 @@ async def test_unknown_ids_leave_no_lock_files(client) -> None:
                                                                  (b"upload-offset", b"0")])
         assert status == 404
     assert not list((data_dir_of(client) / "locks").glob("9999*"))
-
-
-class NoListener:
-    def in_transaction(self, session, upload) -> None:  # type: ignore[no-untyped-def]
-        return None
-
-    async def after_commit(self, upload) -> dict[str, str]:  # type: ignore[no-untyped-def]
-        return {}
-
-    def headers_for(self, upload) -> dict[str, str]:  # type: ignore[no-untyped-def]
-        return {}
 
 
 async def test_shutdown_ends_running_patch_with_bytes_saved(client) -> None:

@@ -10,6 +10,7 @@ import pytest
 from models.tables import Upload
 from tests.tus.tushelp import (BASE, TUS, all_media, b64, create, data_dir_of, head, new_upload,
                                patch, row, upload_bytes, upload_id)
+from tus_server.tus.events import NoEvents
 from tus_server.tus.handlers import TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks
 from tus_server.tus.repo import UploadRepo
@@ -177,30 +178,27 @@ async def test_link_header_and_one_media_row(client) -> None:
     assert row(client, url).storage_path == f"originals/{upload_id(url)}"
 
 
-class CountingListener:
+class CountingEvents(NoEvents):
     def __init__(self) -> None:
         self.in_tx = 0
         self.after = 0
 
-    def in_transaction(self, session, upload: Upload) -> None:
+    def completing(self, session, upload: Upload) -> None:  # type: ignore[no-untyped-def]
         self.in_tx += 1
 
-    async def after_commit(self, upload: Upload) -> dict[str, str]:
+    async def completed(self, upload: Upload) -> dict[str, str]:
         self.after += 1
         await asyncio.sleep(0.01)
         return {"Link": "<x>"}
-
-    def headers_for(self, upload: Upload) -> dict[str, str]:
-        return {}
 
 
 async def test_completion_races_fire_once(client) -> None:
     """Many requests noticing completion at once (e.g. HEADs after a crash) publish once."""
     ctx, settings = client.app.state.ctx, client.settings
-    listener = CountingListener()
+    listener = CountingEvents()
     handler = TusHandler(TusContext(settings=settings, repo=UploadRepo(ctx.engine, settings.uploads.expiration),
                                     store=FileStore(ctx.layout, False, ctx.executor),
-                                    locks=UploadLocks(ctx.layout.locks, 5.0), completion=listener))
+                                    locks=UploadLocks(ctx.layout.locks, 5.0), events=listener))
     url = await new_upload(client, 3)
     upload = row(client, url)
     upload.offset = 3

@@ -12,14 +12,12 @@ import logging
 import re
 import secrets
 import threading
+import time
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import format_datetime
-from datetime import datetime
 from typing import Awaitable, Callable, Protocol
 
-import anyio.to_thread
-from sqlmodel import Session
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -27,43 +25,22 @@ from starlette.types import Receive, Scope, Send
 
 from models.config import Settings
 from models.tables import Upload
-from models.clock import aware, utcnow
+from models.clock import aware
 from tus_server.tus import errors as E
 from tus_server.tus import headers as H
 from tus_server.tus.body import BodyEnd, BodyReader, TrackedReceive
+from tus_server.tus.events import UploadEvents
+from tus_server.tus.expiry import is_expired
 from tus_server.tus.locks import LockHandle, UploadLocks
 from tus_server.tus.repo import UploadRepo
-from tus_server.tus.store import FileStore
+from tus_server.tus.store import Appender, FileStore
 from tus_server.tus.urls import UrlBuilder
-from transcoder.webhooks import announce_upload
 
 log = logging.getLogger("tusflow.tus")
 
 EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration",
               "checksum", "termination", "concatenation")
-OVERRIDABLE = {"PATCH", "DELETE", "HEAD"}
 _INLINE_TYPES = ("video/", "audio/", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain")
-
-
-class CompletionListener(Protocol):
-    """The seam where publishing attaches: called once per completed, non-partial upload."""
-
-    def in_transaction(self, session: Session, upload: Upload) -> None: ...
-
-    async def after_commit(self, upload: Upload) -> dict[str, str]: ...
-
-    def headers_for(self, upload: Upload) -> dict[str, str]: ...
-
-
-class NoCompletion:
-    def in_transaction(self, session: Session, upload: Upload) -> None:
-        return None
-
-    async def after_commit(self, upload: Upload) -> dict[str, str]:
-        return {}
-
-    def headers_for(self, upload: Upload) -> dict[str, str]:
-        return {}
 
 
 Authorizer = Callable[[Request, Upload | None], Awaitable[str | None]]
@@ -87,11 +64,13 @@ class TusContext:
     repo: UploadRepo
     store: FileStore
     locks: UploadLocks
-    completion: CompletionListener
+    # Everything that reacts to an upload (publishing, webhooks, metrics): see events.py.
+    events: UploadEvents
     guard: AccessGuard | None = None
     # Set when the process is asked to stop: running PATCH bodies then save what arrived and
     # answer 503, so the server exits in seconds and no SIGKILL cuts a body off unrecorded.
-    stopping: threading.Event | None = None
+    # ``create_app`` passes the app's own flag; a handler built alone gets one nobody sets.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 class TusHandler:
@@ -104,27 +83,36 @@ class TusHandler:
 
     # ------------------------------------------------------------------ ASGI entry point
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         tracked = TrackedReceive(receive)
         request = Request(scope, tracked)
-        method = request.method
-        override = request.headers.get("x-http-method-override", "").upper()
-        if method == "POST" and override in OVERRIDABLE:
-            method = override
+        method = H.effective_method(request.method, request.headers.get("x-http-method-override"))
+        response: Response | None = None
         try:
-            response = await self.dispatch(method, request, tracked)
+            response = await self.answer(method, request, tracked)
+            await response(scope, receive, send)
+        finally:
+            if method == "PATCH":
+                self.ctx.events.patch_answered(None if response is None else response.status_code,
+                                               time.perf_counter() - started)
+
+    async def answer(self, method: str, request: Request, receive: TrackedReceive) -> Response:
+        """The response to send: errors become tus answers, with the headers every answer needs."""
+        try:
+            response = await self.dispatch(method, request, receive)
         except E.TusError as err:
             response = self.error_response(err)
         except Exception:  # answer with tus and CORS headers so clients can retry
-            log.exception("unexpected error in %s %r", method, scope.get("path"))
+            log.exception("unexpected error in %s %r", method, request.scope.get("path"))
             response = self.error_response(E.ERR_INTERNAL())
         if method == "HEAD":
             response.headers["Cache-Control"] = "no-store"
         response.headers.setdefault("Tus-Resumable", H.TUS_VERSION)
-        if not tracked.complete and _has_body(request.headers):
+        if not receive.complete and _has_body(request.headers):
             # The rest of the body is not wanted: closing beats reading it into the void, and a
             # stale or stalled client gets its connection ended (T21).
             response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        return response
 
     async def dispatch(self, method: str, request: Request, receive: Receive) -> Response:
         if method == "OPTIONS":  # Tus-Resumable is ignored here (T26)
@@ -143,8 +131,7 @@ class TusHandler:
         if method == "HEAD":
             return await self.head(request, upload_id)
         if method == "PATCH":
-            stopping = self._stopping(request)
-            if stopping is not None and stopping.is_set():
+            if self.ctx.stopping.is_set():
                 raise E.ERR_SHUTTING_DOWN()
             return await self.patch(request, receive, upload_id)
         if method == "DELETE":
@@ -227,15 +214,6 @@ class TusHandler:
             await self._complete(upload)
         return upload
 
-    def _stopping(self, request: Request) -> threading.Event | None:
-        """The process's stop flag: from the context, else from the app's shared context
-        (``app.state.ctx.stopping``) for an app that does not hand it over explicitly."""
-        if self.ctx.stopping is not None:
-            return self.ctx.stopping
-        app = request.scope.get("app")
-        stopping = getattr(getattr(getattr(app, "state", None), "ctx", None), "stopping", None)
-        return stopping if isinstance(stopping, threading.Event) else None
-
     def _check_length(self, length: int) -> None:
         if self.max_size and length > self.max_size:
             raise E.ERR_TOO_LARGE(f"Upload-Length {length} exceeds the maximum size of {self.max_size} bytes")
@@ -262,46 +240,22 @@ class TusHandler:
                 raise E.ERR_MODIFY_FINAL("a final upload cannot carry a body")
             return await self._create_final(request, concat, metadata)
 
-        length_header, defer_header = h.get("upload-length"), h.get("upload-defer-length")
-        if length_header is not None and defer_header is not None:
-            raise E.ERR_AMBIGUOUS_LENGTH()
-        if length_header is None and defer_header is None:
-            raise E.ERR_LENGTH_REQUIRED()
-        length: int | None = None
-        if defer_header is not None:
-            if defer_header.strip() != "1":
-                raise E.ERR_INVALID_DEFER()
-            if concat is not None:
-                raise E.ERR_PARTIAL_DEFER()
-        else:
-            length = H.parse_uint(length_header, E.ERR_INVALID_LENGTH)
-            self._check_length(length)
+        partial = concat is not None
+        length = self._creation_length(h, partial)
         checksum = H.parse_checksum(h.get("upload-checksum")) if with_body else None
         content_length = self._content_length(h)
-        if with_body and content_length is not None and content_length > self._end(length):
-            raise E.ERR_SIZE_EXCEEDED(f"body of {content_length} bytes is longer than the upload")
+        if with_body:
+            self._check_creation_body(content_length, length)
         if self.ctx.guard is not None:
-            metadata = await self.ctx.guard.admit(request, length, metadata, "partial" if concat else None)
+            metadata = await self.ctx.guard.admit(request, length, metadata, "partial" if partial else None)
+        upload = await self._create(request, length, metadata, partial)
 
-        upload_id = secrets.token_hex(16)
-        store = self.ctx.store
-        upload = Upload(id=upload_id, length=length, metadata_raw=metadata.raw,
-                        concat="partial" if concat else None,
-                        owner=getattr(request.state, "user", None),
-                        storage_path=store.layout.relative(store.path(upload_id)),
-                        expires_at=self.ctx.repo.next_expiry())
-        await store.create(upload_id)
-        upload = await self.ctx.repo.add(upload)
-        log.info("upload=%s created length=%s partial=%s", upload_id, length, bool(concat))
-        await anyio.to_thread.run_sync(announce_upload, self.settings, self.ctx.repo.engine, "upload.created",
-                                       upload)
-
-        location = {"Location": self.urls.upload_url(request, upload_id)}
+        location = {"Location": self.urls.upload_url(request, upload.id)}
         headers = dict(location)
         if with_body:
             try:
-                async with self.ctx.locks.hold(upload_id) as lock:
-                    upload, extra = await self._receive(request, receive, upload, lock, checksum)
+                async with self.ctx.locks.hold(upload.id) as lock:
+                    upload, extra = await self._receive(receive, upload, lock, checksum)
             except E.TusError as err:
                 err.headers.update(location)  # the upload exists: let the client resume it
                 raise
@@ -312,42 +266,101 @@ class TusHandler:
         headers.update(self._expires_header(upload))
         return Response(status_code=201, headers=headers)
 
+    def _creation_length(self, h: Headers, partial: bool) -> int | None:
+        """The length a creation declares: exactly one of Upload-Length and Upload-Defer-Length: 1;
+        a partial upload must know its length, for a final is assembled from whole partials."""
+        length_header, defer_header = h.get("upload-length"), h.get("upload-defer-length")
+        if length_header is not None and defer_header is not None:
+            raise E.ERR_AMBIGUOUS_LENGTH()
+        if length_header is None and defer_header is None:
+            raise E.ERR_LENGTH_REQUIRED()
+        if defer_header is not None:
+            if defer_header.strip() != "1":
+                raise E.ERR_INVALID_DEFER()
+            if partial:
+                raise E.ERR_PARTIAL_DEFER()
+            return None
+        length = H.parse_uint(length_header, E.ERR_INVALID_LENGTH)
+        self._check_length(length)
+        return length
+
+    def _check_creation_body(self, content_length: int | None, length: int | None) -> None:
+        """A body announced longer than the upload is refused before the upload is created."""
+        if content_length is not None and content_length > self._end(length):
+            raise E.ERR_SIZE_EXCEEDED(f"body of {content_length} bytes is longer than the upload")
+
+    async def _create(self, request: Request, length: int | None, metadata: H.Metadata,
+                      partial: bool) -> Upload:
+        """The empty file, then the row that points at it (cleanup removes a file left without
+        a row), then the announcement."""
+        upload_id = secrets.token_hex(16)
+        store = self.ctx.store
+        upload = Upload(id=upload_id, length=length, metadata_raw=metadata.raw,
+                        concat="partial" if partial else None,
+                        owner=getattr(request.state, "user", None),
+                        storage_path=store.layout.relative(store.path(upload_id)),
+                        expires_at=self.ctx.repo.next_expiry())
+        await store.create(upload_id)
+        upload = await self.ctx.repo.add(upload)
+        log.info("upload=%s created length=%s partial=%s", upload_id, length, partial)
+        await self.ctx.events.created(upload)
+        return upload
+
     async def _create_final(self, request: Request, concat: H.Concat, metadata: H.Metadata) -> Response:
         """Assemble the partials in the kernel, then record the final upload and complete it.
         The row appears only once the bytes are all there, so nobody sees a half-built final."""
+        part_ids = self._partial_ids(concat)
+        rows = await self.ctx.repo.get_many(list(set(part_ids)))
+        total = sum(self._check_partial(request, part_id, rows.get(part_id)) for part_id in part_ids)
+        self._check_length(total)
+        self._check_final_length(request.headers, total)
+        if self.ctx.guard is not None:
+            metadata = await self.ctx.guard.admit(request, total, metadata, "final")
+        upload = await self._assemble(request, concat, [rows[p] for p in part_ids], total, metadata)
+        headers = {"Location": self.urls.upload_url(request, upload.id)}
+        headers.update(await self._complete(upload))
+        return Response(status_code=201, headers=headers)
+
+    def _partial_ids(self, concat: H.Concat) -> list[str]:
+        """The ids the final's URLs name, in order (a partial may be listed more than once)."""
         part_ids = []
         for url in concat.parts:
             part_id = H.id_from_url(url, self.base_path)
             if part_id is None:
                 raise E.ERR_NOT_FOUND(f"partial upload {url[:200]!r} is not on this server")
             part_ids.append(part_id)
-        rows = await self.ctx.repo.get_many(list(set(part_ids)))
-        total = 0
-        for part_id in part_ids:
-            part = rows.get(part_id)
-            if part is None:
-                raise E.ERR_NOT_FOUND(f"partial upload {part_id} not found")
-            if self.ctx.guard is not None:
-                self.ctx.guard.check_owner(request, part)
-            if part.concat != "partial":
-                raise E.ERR_NOT_PARTIAL(f"upload {part_id} is not a partial upload")
-            if is_expired(part):
-                raise E.ERR_EXPIRED_PARTIAL(f"partial upload {part_id} has expired")
-            if not part.is_complete:
-                raise E.ERR_PARTIAL_NOT_FINISHED(f"partial upload {part_id} is not finished")
-            total += part.length or 0
-        self._check_length(total)
-        stray = request.headers.get("upload-length")
+        return part_ids
+
+    def _check_partial(self, request: Request, part_id: str, part: Upload | None) -> int:
+        """One listed partial may go into a final: it exists, is the caller's, is a finished,
+        unexpired partial. Returns its length."""
+        if part is None:
+            raise E.ERR_NOT_FOUND(f"partial upload {part_id} not found")
+        if self.ctx.guard is not None:
+            self.ctx.guard.check_owner(request, part)
+        if part.concat != "partial":
+            raise E.ERR_NOT_PARTIAL(f"upload {part_id} is not a partial upload")
+        if is_expired(part):
+            raise E.ERR_EXPIRED_PARTIAL(f"partial upload {part_id} has expired")
+        if not part.is_complete:
+            raise E.ERR_PARTIAL_NOT_FINISHED(f"partial upload {part_id} is not finished")
+        return part.length or 0
+
+    @staticmethod
+    def _check_final_length(h: Headers, total: int) -> None:
+        """A final's length is its partials' sum; a client that sends one anyway must agree."""
+        stray = h.get("upload-length")
         if stray is not None and H.parse_uint(stray, E.ERR_INVALID_LENGTH) != total:
             raise E.ERR_FINAL_LENGTH()
-        if self.ctx.guard is not None:
-            metadata = await self.ctx.guard.admit(request, total, metadata, "final")
 
+    async def _assemble(self, request: Request, concat: H.Concat, parts: list[Upload], total: int,
+                        metadata: H.Metadata) -> Upload:
+        """Concatenate the partials' bytes into a new file, then record the final upload."""
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
         target = store.path(upload_id)
         await store.create(upload_id)
-        sources = [(store.layout.resolve(rows[p].storage_path), rows[p].length or 0) for p in part_ids]
+        sources = [(store.layout.resolve(part.storage_path), part.length or 0) for part in parts]
         try:
             await store.concat(target, sources)
         except FileNotFoundError:
@@ -357,16 +370,14 @@ class TusHandler:
             await store.delete(target)
             raise
         upload = Upload(id=upload_id, length=total, offset=total, metadata_raw=metadata.raw,
-                        concat="final;" + " ".join(concat.parts), concat_parts=json.dumps(part_ids),
+                        concat="final;" + " ".join(concat.parts),
+                        concat_parts=json.dumps([part.id for part in parts]),
                         owner=getattr(request.state, "user", None),
                         storage_path=store.layout.relative(target))
         upload = await self.ctx.repo.add(upload)
-        log.info("upload=%s final of %d partials, %d bytes", upload_id, len(part_ids), total)
-        await anyio.to_thread.run_sync(announce_upload, self.settings, self.ctx.repo.engine, "upload.created",
-                                       upload)
-        headers = {"Location": self.urls.upload_url(request, upload_id)}
-        headers.update(await self._complete(upload))
-        return Response(status_code=201, headers=headers)
+        log.info("upload=%s final of %d partials, %d bytes", upload_id, len(parts), total)
+        await self.ctx.events.created(upload)
+        return upload
 
     # ------------------------------------------------------------------ HEAD
     async def head(self, request: Request, upload_id: str) -> Response:
@@ -385,7 +396,7 @@ class TusHandler:
             headers["Upload-Concat"] = upload.concat
         headers.update(self._expires_header(upload))
         if upload.is_complete:
-            headers.update(self.ctx.completion.headers_for(upload))
+            headers.update(self.ctx.events.completion_headers(upload))
         return Response(status_code=200, headers=headers)
 
     # ------------------------------------------------------------------ PATCH
@@ -419,7 +430,7 @@ class TusHandler:
                 # Everything is checked: the length is now fixed, even if the body fails.
                 await self.ctx.repo.update(upload.id, length=new_length)
                 upload.length = new_length
-            upload, extra = await self._receive(request, receive, upload, lock, checksum)
+            upload, extra = await self._receive(receive, upload, lock, checksum)
         headers = {"Upload-Offset": str(upload.offset), **extra, **self._expires_header(upload)}
         return Response(status_code=204, headers=headers)
 
@@ -446,76 +457,93 @@ class TusHandler:
             if reader.end != BodyEnd.COMPLETE:
                 raise E.ERR_UPLOAD_COMPLETE()
         return Response(status_code=204, headers={"Upload-Offset": str(upload.offset),
-                                                  **self.ctx.completion.headers_for(upload)})
+                                                  **self.ctx.events.completion_headers(upload)})
 
-    async def _receive(self, request: Request, receive: Receive, upload: Upload, lock: LockHandle,
+    async def _receive(self, receive: Receive, upload: Upload, lock: LockHandle,
                        checksum: H.Checksum | None) -> tuple[Upload, dict[str, str]]:
-        """Store the body at the upload's offset; keep every byte that arrived unless a checksum
-        was sent, in which case the chunk is staged and kept only if it verifies."""
-        store = self.ctx.store
-        stopping = self._stopping(request)
+        """Store the body at the upload's offset: straight into the file, keeping every byte
+        that arrived, or, when a checksum was sent, staged and kept only if it verifies. Then
+        complete the upload if that was its last byte, and answer for how the body ended."""
         reader = BodyReader(receive, self._end(upload.length) - upload.offset,
                             self.settings.server.body_idle_timeout, lock.release_requested,
-                            stopping.is_set if stopping is not None else (lambda: False))
-        target = store.path(upload.id)
-        staging = store.staging_path(upload.id) if checksum else None
-        hasher = hashlib.new(checksum.algorithm) if checksum else None
-        if staging is not None:
-            appender = store.appender(staging, 0, hasher, truncate=True)
+                            self.ctx.stopping.is_set)
+        if checksum is None:
+            failed = await self._receive_direct(upload, reader)
         else:
-            appender = store.appender(target, upload.offset)
-        try:
-            async with aclosing(reader.chunks()) as chunks:
-                async for chunk in chunks:
-                    await appender.write(chunk)
-        except OSError:
-            pass  # recorded in appender.failed; the bytes before it are kept below
-        finally:
-            written = await appender.close(sync=False if staging else None)
-            if staging is None and written:
-                upload.offset += written
-                upload.expires_at = self.ctx.repo.next_expiry()
-                await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
-
-        if staging is not None:
-            try:
-                if appender.failed is None and reader.end == BodyEnd.COMPLETE:
-                    assert hasher is not None and checksum is not None
-                    if hasher.digest() != checksum.digest:
-                        raise E.ERR_CHECKSUM_MISMATCH()
-                    await store.append_file(target, upload.offset, staging, reader.received)
-                    upload.offset += reader.received
-                    upload.expires_at = self.ctx.repo.next_expiry()
-                    await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
-            finally:
-                await store.delete(staging)
-
+            failed = await self._receive_staged(upload, reader, checksum)
         extra: dict[str, str] = {}
         if upload.length is not None and upload.offset == upload.length:
             extra = await self._complete(upload)
-        err: E.TusError | None = None
-        if appender.failed is not None:
-            log.error("upload=%s write failed: %s", upload.id, appender.failed)
-            err = E.ERR_WRITE_FAILED()
-        elif reader.end != BodyEnd.COMPLETE:
-            if reader.end == BodyEnd.ERROR:
-                log.warning("upload=%s body read failed: %r", upload.id, reader.error)
-            err = _end_error(reader.end)
+        err = _body_error(upload, reader, failed)
         if err is not None:
             err.headers["Upload-Offset"] = str(upload.offset)
             raise err
         return upload, extra
 
+    async def _receive_direct(self, upload: Upload, reader: BodyReader) -> OSError | None:
+        """Append to the upload's file and record whatever was written, however the body ended."""
+        appender = self.ctx.store.appender(self.ctx.store.path(upload.id), upload.offset)
+        try:
+            await self._copy_body(upload, reader, appender)
+        finally:
+            written = await appender.close()
+            if written:
+                await self._advance(upload, written)
+        return appender.failed
+
+    async def _receive_staged(self, upload: Upload, reader: BodyReader,
+                              checksum: H.Checksum) -> OSError | None:
+        """Write to a staging file while hashing; append it to the upload only if the whole
+        body came and its digest matches (T61-T63), so the offset never covers unverified bytes."""
+        store = self.ctx.store
+        staging = store.staging_path(upload.id)
+        hasher = hashlib.new(checksum.algorithm)
+        appender = store.appender(staging, 0, hasher, truncate=True)
+        try:
+            try:
+                await self._copy_body(upload, reader, appender)
+            finally:
+                await appender.close(sync=False)  # staged bytes are synced by the append, if kept
+            if appender.failed is None and reader.end == BodyEnd.COMPLETE:
+                if hasher.digest() != checksum.digest:
+                    raise E.ERR_CHECKSUM_MISMATCH()
+                await store.append_file(store.path(upload.id), upload.offset, staging, reader.received)
+                await self._advance(upload, reader.received)
+        finally:
+            await store.delete(staging)
+        return appender.failed
+
+    async def _copy_body(self, upload: Upload, reader: BodyReader, appender: Appender) -> None:
+        """Feed the body to the appender, announcing the bytes as they arrive. A write failure
+        ends the copy and stays in ``appender.failed``; the bytes before it are kept."""
+        events = self.ctx.events
+        events.receiving(upload, True)
+        try:
+            async with aclosing(reader.chunks()) as chunks:
+                async for chunk in chunks:
+                    events.progress(upload, len(chunk))
+                    await appender.write(chunk)
+        except OSError:
+            pass
+        finally:
+            events.receiving(upload, False)
+
+    async def _advance(self, upload: Upload, nbytes: int) -> None:
+        """Record ``nbytes`` more stored bytes; every stored byte renews the expiry."""
+        upload.offset += nbytes
+        upload.expires_at = self.ctx.repo.next_expiry()
+        await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
+
     # ------------------------------------------------------------------ completion
     async def _complete(self, upload: Upload) -> dict[str, str]:
         """Record completion exactly once, as one state change in the database; only
-        non-partial uploads are handed on to the completion listener."""
-        completion = self.ctx.completion
+        non-partial uploads are announced (``completing``/``completed``, see events.py)."""
+        events = self.ctx.events
         publish = upload.concat != "partial"
         if publish:
             upload.offset = upload.length or 0
             won = await self.ctx.repo.complete(upload.id, upload.offset, None,
-                                               lambda session: completion.in_transaction(session, upload))
+                                               lambda session: events.completing(session, upload))
         else:
             won = await self.ctx.repo.complete(upload.id, upload.offset, self.ctx.repo.next_expiry(), None)
         fresh = await self.ctx.repo.get(upload.id)
@@ -523,11 +551,11 @@ class TusHandler:
             upload.completed_at, upload.storage_path, upload.expires_at = (
                 fresh.completed_at, fresh.storage_path, fresh.expires_at)
         if not won:
-            return completion.headers_for(upload) if publish else {}
+            return events.completion_headers(upload) if publish else {}
         log.info("upload=%s complete, %s bytes", upload.id, upload.length)
         if not publish:
             return {}
-        return await completion.after_commit(upload)
+        return await events.completed(upload)
 
     # ------------------------------------------------------------------ DELETE
     async def delete(self, request: Request, upload_id: str) -> Response:
@@ -542,6 +570,7 @@ class TusHandler:
             await store.delete(*paths)
         self.ctx.locks.forget(upload_id)
         log.info("upload=%s terminated", upload_id)
+        await self.ctx.events.terminated(upload)
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ GET (download)
@@ -568,22 +597,24 @@ class TusHandler:
         return response
 
 
-def is_expired(upload: Upload, now: datetime | None = None) -> bool:
-    """Unfinished uploads expire; so do finished partials, which nobody can use once their
-    final is built. Published uploads never do."""
-    if upload.expires_at is None:
-        return False
-    if upload.is_complete and upload.concat != "partial":
-        return False
-    return aware(upload.expires_at) < (now or utcnow())
-
-
 def _is_final(upload: Upload) -> bool:
     return bool(upload.concat and upload.concat.startswith("final"))
 
 
 def _has_body(h: Headers) -> bool:
     return h.get("content-length", "0") != "0" or "transfer-encoding" in h
+
+
+def _body_error(upload: Upload, reader: BodyReader, failed: OSError | None) -> E.TusError | None:
+    """The answer for a body that did not end well (its bytes are already saved), else None."""
+    if failed is not None:
+        log.error("upload=%s write failed: %s", upload.id, failed)
+        return E.ERR_WRITE_FAILED()
+    if reader.end == BodyEnd.COMPLETE:
+        return None
+    if reader.end == BodyEnd.ERROR:
+        log.warning("upload=%s body read failed: %r", upload.id, reader.error)
+    return _end_error(reader.end)
 
 
 def _end_error(end: str | None) -> E.TusError:
@@ -598,8 +629,6 @@ def _end_error(end: str | None) -> E.TusError:
     if end == BodyEnd.ERROR:
         return E.ERR_READ_FAILED()
     return E.ERR_CLIENT_GONE()
-
-
 
 
 def _safe_type(value: str) -> bool:
