@@ -147,10 +147,11 @@ def get(engine: Engine, media_id: str) -> Media | None:
         return session.get(Media, media_id)
 
 
-def is_current(engine: Engine, media_id: str, job_id: str | None) -> bool:
-    """Whether ``job_id`` is still the media's job (not deleted, not superseded)."""
+def is_current(engine: Engine, media_id: str, job_id: str) -> bool:
+    """Whether ``job_id`` is still converting the media: its job (not deleted, not
+    superseded) and in a working state (not cancelled)."""
     media = get(engine, media_id)
-    return media is not None and media.job_id == job_id
+    return media is not None and media.job_id == job_id and media.state in WORKING
 
 
 # ---------------------------------------------------------------------------------- moves of a job
@@ -288,14 +289,17 @@ def retry(engine: Engine, media_id: str) -> Generation | None:
     raise RuntimeError(f"media {media_id}: the job id kept changing under the retry")
 
 
-def delete(engine: Engine, settings: Settings, media_id: str) -> Outcome:
+def delete(engine: Engine, settings: Settings, media_id: str, *,
+           seen: Media | None = None) -> Outcome:
     """Remove the media and the upload it was made from (they share the id); records
-    ``media.deleted`` with the row as it was. Files are the caller's to remove."""
+    ``media.deleted``, describing ``seen`` (the row as the caller read it before cancelling its
+    job, so receivers hear the state it was deleted in) or else the row as it is now. Files
+    are the caller's to remove."""
     with session_scope(engine) as session:
         media = session.get(Media, media_id, populate_existing=True)
         if media is None:
             return Outcome(False)
-        data = outbox.media_data(media)
+        data = outbox.media_data(seen if seen is not None else media)
         session.delete(media)
         upload = session.get(Upload, media_id)
         if upload is not None:

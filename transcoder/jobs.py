@@ -4,10 +4,11 @@ Plain function, plain arguments (``media_id``, ``config_path``), so any RQ worke
 and nothing but ids travels through Redis. Each attempt
 
 1. claims the media (state ``processing``, ``attempts`` + 1) only if ``Media.job_id`` still
-   names this job: a superseded or deleted media makes the job stand down;
-2. probes the original and tightens its own time limit to ``max(timeout_min, duration *
+   names this job: a superseded, cancelled or deleted media makes the job stand down (every
+   change of the row is a move of ``models.lifecycle``);
+2. probes the original once and tightens its own time limit to ``max(timeout_min, duration *
    timeout_factor)``;
-3. transcodes into ``scratch/<id>.<attempt>`` and publishes with one rename onto
+3. transcodes (from that probe) into ``scratch/<id>.<attempt>`` and publishes with one rename onto
    ``media/<id>`` (an older ladder is swapped out atomically), so players never see half a
    ladder, and a killed worker leaves only scratch behind;
 4. records ``ready`` with what was produced, or the failure with a sentence a person can read.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import shutil
@@ -35,22 +37,20 @@ from typing import Any, Callable
 
 from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col
 
-from models import outbox
+from models import lifecycle
 from models.config import Settings, load_settings
-from models.db import make_engine, session_scope
+from models.db import make_engine
 from models.layout import Layout
-from models.lifecycle import MediaState
-from models.tables import Media
-from models.clock import utcnow
-from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
+from models.lifecycle import default_job_id
 from models.logs import event
+from models.tables import Media
 from transcoder import webhooks
-from transcoder.queue import default_job_id
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
+from transcoder.pipeline import TranscodeResult, transcode
+from transcoder.probe import probe
 
 log = logging.getLogger("tusflow.jobs")
 
@@ -98,7 +98,8 @@ class Attempt:
         self.media_id = media_id
         self.layout = Layout(settings.data_dir)
         self.rq_job = get_current_job()
-        self.job_id = self.rq_job.id if self.rq_job is not None else None
+        # Outside RQ (called directly) the job id is the media's own, read by _claim.
+        self.job_id: str = self.rq_job.id if self.rq_job is not None else ""
         self.stop = StopFlag()
         self.attempt = 0
         self._last_progress = float("-inf")
@@ -114,8 +115,6 @@ class Attempt:
         started = time.monotonic()
         try:
             source = self._source(media)
-            from transcoder.pipeline import transcode
-            from transcoder.probe import probe
             cfg = self.settings.transcode
             info = probe(source, cfg)
             budget = max(float(cfg.timeout_min), info.duration * cfg.timeout_factor)
@@ -125,10 +124,10 @@ class Attempt:
             self._clear_scratch()
             scratch.mkdir(parents=True)
             result = transcode(source, scratch, cfg, on_progress=self._progress, timeout=budget,
-                               should_stop=self.stop.should_stop)
+                               should_stop=self.stop.should_stop, probed=info)
             # Finished work is published even when a shutdown arrived meanwhile (it takes
             # milliseconds); only a deleted or superseded media makes us discard it.
-            if not self._still_current():
+            if not lifecycle.is_current(self.engine, self.media_id, self.job_id):
                 return self._stood_down()
             publish_dir(scratch, self.layout.media_dir(self.media_id), self.layout.scratch)
             self._mark_ready(result)
@@ -163,49 +162,25 @@ class Attempt:
     # ------------------------------------------------------------------------------ database
     def _claim(self) -> Media | None:
         """Mark processing and count the try, only if this job is still the media's job."""
-        with Session(self.engine) as session:
-            media = session.get(Media, self.media_id)
+        media = lifecycle.get(self.engine, self.media_id)
         if media is None:
             event(log, "transcode.skipped", self.media_id, job=self.job_id, why="media deleted")
             return None
-        if self.job_id is None:  # called directly, outside RQ
+        if not self.job_id:  # called directly, outside RQ
             self.job_id = media.job_id or default_job_id(self.media_id)
         if media.job_id not in (None, self.job_id):
             event(log, "transcode.skipped", self.media_id, job=self.job_id,
                   why=f"superseded by {media.job_id}")
             return None
-        if media.state == MediaState.READY:
-            event(log, "transcode.skipped", self.media_id, job=self.job_id, why="already ready")
+        if not lifecycle.allowed(lifecycle.Move.CLAIM, media.state):
+            event(log, "transcode.skipped", self.media_id, job=self.job_id,
+                  why=f"already {media.state}")
             return None
-        now = utcnow()
-        with session_scope(self.engine) as session:
-            claimed = session.exec(  # type: ignore[call-overload]
-                update(Media)
-                .where(col(Media.id) == self.media_id, col(Media.state) != MediaState.READY,
-                       (col(Media.job_id).is_(None)) | (col(Media.job_id) == self.job_id))
-                .values(state=MediaState.PROCESSING, attempts=Media.attempts + 1, job_id=self.job_id,
-                        progress=0.0, eta_seconds=None, error=None, started_at=now,
-                        finished_at=None, updated_at=now))
-            if claimed.rowcount != 1:
-                return None
-            media = session.get(Media, self.media_id, populate_existing=True)
-        assert media is not None
-        self.attempt = media.attempts
-        return media
-
-    def _guarded(self, **values: Any) -> int:
-        """Update our media row only while this job is still its job; returns rows changed."""
-        with session_scope(self.engine) as session:
-            result = session.exec(  # type: ignore[call-overload]
-                update(Media)
-                .where(col(Media.id) == self.media_id, col(Media.job_id) == self.job_id)
-                .values(updated_at=utcnow(), **values))
-            return result.rowcount
-
-    def _still_current(self) -> bool:
-        with Session(self.engine) as session:
-            media = session.get(Media, self.media_id)
-        return media is not None and media.job_id == self.job_id
+        claimed = lifecycle.claim(self.engine, self.media_id, self.job_id)
+        if claimed is None:  # changed between the read and the claim
+            return None
+        self.attempt = claimed.attempts
+        return claimed
 
     def _progress(self, percent: float, eta: float | None) -> None:
         """Called by the pipeline; one database write a second at most, never raises."""
@@ -214,35 +189,25 @@ class Attempt:
             return
         self._last_progress = now
         try:
-            changed = self._guarded(progress=round(min(max(percent, 0.0), 100.0), 1),
-                                    eta_seconds=None if eta is None else round(max(eta, 0.0), 1))
+            current = lifecycle.progress(self.engine, self.media_id, self.job_id, percent, eta)
         except SQLAlchemyError as exc:
             event(log, "progress.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
             return
-        if changed == 0:  # deleted, or retried as a new generation: stop wasting the CPU
+        if not current:  # deleted, cancelled, or retried as a new generation: stop the CPU
             self.stop.request("cancelled")
 
-    def _mark_ready(self, result: Any) -> None:
-        import json
-        now = utcnow()
-        with session_scope(self.engine) as session:
-            changed = session.exec(  # type: ignore[call-overload]
-                update(Media)
-                .where(col(Media.id) == self.media_id, col(Media.job_id) == self.job_id)
-                .values(state=MediaState.READY, progress=100.0, eta_seconds=0.0, error=None,
-                        duration=result.duration, width=result.width, height=result.height,
-                        renditions_json=json.dumps(result.renditions),
-                        has_poster=bool(result.poster), has_storyboard=bool(result.storyboard),
-                        finished_at=now, updated_at=now)).rowcount
-            ids = _announce(session, self.settings, "media.ready", self.media_id) if changed else []
-        if changed:
-            _announce_after_commit(self.settings, self.engine, ids)
+    def _mark_ready(self, result: TranscodeResult) -> None:
+        done = lifecycle.mark_ready(
+            self.engine, self.settings, self.media_id, self.job_id, duration=result.duration,
+            width=result.width, height=result.height,
+            renditions_json=json.dumps(result.renditions), has_poster=bool(result.poster),
+            has_storyboard=bool(result.storyboard))
+        if done:
+            webhooks.enqueue(self.settings, self.engine, done.hooks)  # never raises
             return
         # Deleted while we published: take our output down again. Superseded: leave it, the
         # newer generation replaces it atomically when it publishes.
-        with Session(self.engine) as session:
-            gone = session.get(Media, self.media_id) is None
-        if gone:
+        if lifecycle.get(self.engine, self.media_id) is None:
             shutil.rmtree(self.layout.media_dir(self.media_id), ignore_errors=True)
         self._stood_down()
 
@@ -252,27 +217,20 @@ class Attempt:
         if permanent and job is not None:
             job.retries_left = 0  # the same Job object the worker's failure handler reads
         retrying = bool(job is not None and job.retries_left and job.retries_left > 0)
-        now = utcnow()
-        values: dict[str, Any] = dict(progress=0.0, eta_seconds=None, error=reason[:1000])
-        if retrying:
-            values.update(state=MediaState.QUEUED)
-        else:
-            values.update(state=MediaState.FAILED, finished_at=now)
-        ids: list[str] = []
+        hooks: tuple[str, ...] = ()
         try:
-            with session_scope(self.engine) as session:
-                changed = session.exec(  # type: ignore[call-overload]
-                    update(Media)
-                    .where(col(Media.id) == self.media_id, col(Media.job_id) == self.job_id)
-                    .values(updated_at=now, **values)).rowcount
-                if changed and not retrying:
-                    ids = _announce(session, self.settings, "media.failed", self.media_id)
+            if retrying:
+                changed = lifecycle.retry_later(self.engine, self.media_id, self.job_id, reason)
+            else:
+                done = lifecycle.fail(self.engine, self.settings, self.media_id, self.job_id,
+                                      reason)
+                changed, hooks = done.changed, done.hooks
             if not changed and job is not None:
                 job.retries_left = 0  # deleted or superseded: retrying this job helps nobody
                 retrying = False
         except SQLAlchemyError as exc:  # the reconciler copies RQ's verdict later
             event(log, "failure.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
-        _announce_after_commit(self.settings, self.engine, ids)
+        webhooks.enqueue(self.settings, self.engine, hooks)  # never raises; the sweep retries
         event(log, "transcode.retrying" if retrying else "transcode.failed", self.media_id,
               level=logging.WARNING, job=self.job_id, attempt=self.attempt, permanent=permanent,
               reason=reason, retries_left=job.retries_left if job is not None else None,
@@ -280,8 +238,7 @@ class Attempt:
 
     def _requeue_for_shutdown(self) -> Any:
         """Worker shutting down: give the try back and go to the front of the queue."""
-        self._guarded(state=MediaState.QUEUED, attempts=Media.attempts - 1, progress=0.0,
-                      eta_seconds=None, started_at=None)
+        lifecycle.requeue_for_shutdown(self.engine, self.media_id, self.job_id)
         event(log, "transcode.requeued", self.media_id, job=self.job_id, why="worker shutdown")
         if self.rq_job is None:
             return {"media": self.media_id, "requeued": True}
@@ -383,21 +340,6 @@ def publish_dir(staged: Path, target: Path, trash: Path) -> None:
     os.rename(target, old)
     os.rename(staged, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------- webhooks
-def _announce(session: Session, settings: Settings, name: str, media_id: str) -> list[str]:
-    """Record a media.* webhook in the transaction that makes it true (when webhooks exist)."""
-    media = session.get(Media, media_id, populate_existing=True)
-    if media is None or not outbox.wanted(settings, name):
-        return []
-    return outbox.record(session, settings, name, outbox.media_data(media), subject=media_id)
-
-
-def _announce_after_commit(settings: Settings, engine: Engine, ids: list[str]) -> None:
-    if not ids:
-        return
-    webhooks.enqueue(settings, engine, ids)  # never raises; the sweep retries
 
 
 __all__ = ["FfmpegFailed", "InputRejected", "publish_dir", "transcode_media"]

@@ -62,8 +62,12 @@ class TranscodeResult:
 def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
               on_progress: ProgressCallback | None = None,
               timeout: float | None = None,
-              should_stop: Callable[[], bool] | None = None) -> TranscodeResult:
+              should_stop: Callable[[], bool] | None = None,
+              probed: ProbeResult | None = None) -> TranscodeResult:
     """Write an HLS ladder for ``source`` into the empty directory ``out_dir``.
+
+    ``probed`` is what the caller's own ``probe(source)`` found: the job probes first to set
+    its time limit, and the file is not read twice. Without it this call probes.
 
     ``timeout`` bounds the whole call, probing and checking included (default:
     ``max(timeout_min, duration * timeout_factor)`` from ``cfg``). Raises ``InputRejected``
@@ -74,7 +78,7 @@ def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
     out_dir = Path(out_dir).absolute()
     stop = _StopCheck(should_stop)
     stop.check(force=True)
-    info = probe(Path(source), cfg, timeout=timeout)
+    info = probed if probed is not None else probe(Path(source), cfg, timeout=timeout)
     budget = timeout if timeout is not None else max(cfg.timeout_min,
                                                      info.duration * cfg.timeout_factor)
     deadline = started + budget

@@ -6,18 +6,18 @@ that completes the upload. ``enqueue_transcode`` turns the intent into an RQ job
 ``enqueued_at``; when Redis is down the stamp stays empty and ``transcoder.reconcile`` tries
 again later.
 
-Job ids are derived from the media id (``transcode-<id>``), and RQ's ``unique=True`` enqueue is
-an atomic check-and-push in Redis, so a completion handled twice, a reconciler racing the
-server, or two reconcilers racing each other still leave one job. A deliberate new run
-(``retry_media``, or a job Redis lost) moves the media to the next *generation*,
-``transcode-<id>-2``, ``-3``...: the old job, if it still runs somewhere, finds ``Media.job_id``
-no longer names it and stands down, and it can never overwrite the new job's Redis hash.
+Job ids are derived from the media id (``transcode-<id>``, see ``models.lifecycle``), and RQ's
+``unique=True`` enqueue is an atomic check-and-push in Redis, so a completion handled twice, a
+reconciler racing the server, or two reconcilers racing each other still leave one job. A
+deliberate new run (``retry_media``, or a job Redis lost) moves the media to the next
+*generation*, ``transcode-<id>-2``, ``-3``...: the old job, if it still runs somewhere, finds
+``Media.job_id`` no longer names it and stands down, and it can never overwrite the new job's
+Redis hash. Every change of a Media row goes through ``models.lifecycle``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Iterable
 
 from redis import Redis
@@ -26,22 +26,17 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import func, or_, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col
 
+from models import lifecycle
 from models.config import Settings
-from models.db import session_scope
-from models.lifecycle import MediaState
-from models.tables import Media
-from models.clock import utcnow
+from models.lifecycle import JOB_PREFIX, default_job_id, job_belongs_to
 from models.logs import event
 from models.redis_conn import connect
 
 log = logging.getLogger("tusflow.queue")
 
 JOB_FUNC = "transcoder.jobs.transcode_media"
-JOB_PREFIX = "transcode-"
 # How long RQ keeps a finished job (``tusflow jobs status`` shows recent ones).
 RESULT_TTL = 24 * 3600
 # Outer bound only: the job tightens its own limit to the probed duration (see jobs.py), but
@@ -55,22 +50,6 @@ ENDED_STATUSES = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobSt
 
 class MediaNotFound(LookupError):
     """No Media row with that id."""
-
-
-def default_job_id(media_id: str) -> str:
-    return f"{JOB_PREFIX}{media_id}"
-
-
-def next_job_id(current: str | None, media_id: str) -> str:
-    """The id of the next generation: ``transcode-<id>`` → ``transcode-<id>-2`` → ``-3``."""
-    base = default_job_id(media_id)
-    match = re.fullmatch(re.escape(base) + r"-(\d+)", current or "")
-    return f"{base}-{int(match.group(1)) + 1 if match else 2}"
-
-
-def job_belongs_to(job_id: str, media_id: str) -> bool:
-    base = default_job_id(media_id)
-    return job_id == base or (job_id.startswith(base + "-") and job_id[len(base) + 1:].isdigit())
 
 
 def get_queue(settings: Settings, connection: Redis) -> Queue:
@@ -126,12 +105,11 @@ def enqueue_transcode(settings: Settings, engine: Engine, media_id: str, *,
     new job. Raises RedisError when Redis cannot be reached (callers on the upload path
     swallow it; the reconciler enqueues later).
     """
-    with Session(engine) as session:
-        media = session.get(Media, media_id)
+    media = lifecycle.get(engine, media_id)
     if media is None:
         event(log, "enqueue.skipped", media_id, why="no such media")
         return False
-    if media.state not in (MediaState.QUEUED, MediaState.PROCESSING):
+    if media.state not in lifecycle.ACTIVE:
         return False
     job_id = media.job_id or default_job_id(media_id)
     with _Conn(settings, connection) as conn:
@@ -144,12 +122,7 @@ def enqueue_transcode(settings: Settings, engine: Engine, media_id: str, *,
             created = True
         except DuplicateJobError:
             created = False
-    with engine.begin() as db:
-        db.execute(update(Media)
-                   .where(col(Media.id) == media_id,
-                          or_(col(Media.job_id).is_(None), col(Media.job_id) == job_id))
-                   .values(job_id=job_id, enqueued_at=func.coalesce(Media.enqueued_at, utcnow()),
-                           updated_at=utcnow()))
+    lifecycle.mark_enqueued(engine, media_id, job_id)
     event(log, "job.enqueued" if created else "job.already_enqueued", media_id, job=job_id)
     return created
 
@@ -194,16 +167,10 @@ def cancel_media(settings: Settings, engine: Engine, media_id: str, *,
 
     A media left in the database is marked failed ("Cancelled.") so the reconciler does not
     enqueue it again. Returns whether any job was found. Raises RedisError when Redis is down;
-    a job that survives that way finds its media gone (or superseded) and stands down.
+    a job that survives that way finds its media gone or cancelled and stands down.
     """
-    with session_scope(engine) as session:
-        media = session.get(Media, media_id)
-        known = [media.job_id] if media is not None else []
-        if media is not None and media.state in (MediaState.QUEUED, MediaState.PROCESSING):
-            media.state = MediaState.FAILED
-            media.error = "Cancelled."
-            media.eta_seconds = None
-            media.finished_at = media.updated_at = utcnow()
+    media = lifecycle.cancel(engine, media_id)
+    known = [media.job_id] if media is not None else []
     with _Conn(settings, connection) as conn:
         touched = _discard_jobs(conn, _candidate_job_ids(get_queue(settings, conn), media_id, known))
     event(log, "job.cancelled", media_id, jobs=touched)
@@ -218,21 +185,10 @@ def retry_media(settings: Settings, engine: Engine, media_id: str, *,
     enqueues it then) and a still-running old job stands down at its next progress tick.
     The published output of an earlier run stays visible until the new one replaces it.
     """
-    with session_scope(engine) as session:
-        media = session.get(Media, media_id)
-        if media is None:
-            raise MediaNotFound(media_id)
-        old_job = media.job_id
-        media.job_id = next_job_id(old_job, media_id)
-        media.state = MediaState.QUEUED
-        media.progress = 0.0
-        media.eta_seconds = None
-        media.error = None
-        media.attempts = 0
-        media.enqueued_at = None
-        media.started_at = media.finished_at = None
-        media.updated_at = utcnow()
-        new_job = media.job_id
+    generation = lifecycle.retry(engine, media_id)
+    if generation is None:
+        raise MediaNotFound(media_id)
+    old_job, new_job = generation.previous, generation.current
     event(log, "media.retry", media_id, job=new_job, previous=old_job)
     try:
         with _Conn(settings, connection) as conn:
@@ -270,5 +226,5 @@ def queue_positions(settings: Settings, media_ids: Iterable[str], *,
     return wanted
 
 
-__all__ = ["MediaNotFound", "RedisError", "cancel_media", "default_job_id", "enqueue_transcode",
-           "next_job_id", "queue_position", "queue_positions", "retry_media"]
+__all__ = ["MediaNotFound", "RedisError", "cancel_media", "enqueue_transcode", "queue_position",
+           "queue_positions", "retry_media"]

@@ -15,8 +15,8 @@ several processes at once. One pass:
    (worker killed on the last try) → media ``failed``; job waiting for a retry while the media
    still says ``processing`` (its worker died) → media back to ``queued``.
 
-Every database write is conditional on the values just read, so a job that moves on in the
-meantime is never overwritten.
+Every database write is a move of ``models.lifecycle``, conditional on the values just read,
+so a job that moves on in the meantime is never overwritten.
 """
 
 from __future__ import annotations
@@ -35,18 +35,17 @@ from rq.exceptions import NoSuchJobError, SchedulerNotFound
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
-from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from models import lifecycle
 from models.config import Settings
-from models.db import session_scope
-from models.lifecycle import MediaState
-from models.tables import Media
-from models.clock import utcnow
+from models.lifecycle import MediaState, default_job_id
 from models.logs import event, media_from_job_id
-from transcoder.queue import default_job_id, enqueue_transcode, get_queue, next_job_id
 from models.redis_conn import connect
+from models.tables import Media
+from transcoder import webhooks
+from transcoder.queue import enqueue_transcode
 
 log = logging.getLogger("tusflow.reconcile")
 
@@ -215,95 +214,99 @@ def _failure_reason(conn: Redis, job_id: str, status: JobStatus) -> str:
     return "The conversion failed."
 
 
+@dataclass(frozen=True)
+class MediaRow:
+    """One queued/processing media as this pass read it, with its job's status in RQ."""
+
+    media_id: str
+    state: str
+    job_id: str
+    status: JobStatus | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What every step of one pass over the media rows works with."""
+
+    settings: Settings
+    engine: Engine
+    conn: Redis
+    report: ReconcileReport
+
+
 def sync_media(settings: Settings, engine: Engine, conn: Redis, report: ReconcileReport) -> None:
     with Session(engine) as session:
         rows = session.exec(
             select(Media.id, Media.state, Media.job_id, Media.enqueued_at, Media.started_at)
-            .where(col(Media.state).in_((MediaState.QUEUED, MediaState.PROCESSING)))
+            .where(col(Media.state).in_(lifecycle.ACTIVE))
             .order_by(col(Media.created_at)).limit(BATCH)).all()
-    queue = get_queue(settings, conn)
     job_ids = [job_id or default_job_id(media_id) for media_id, _, job_id, _, _ in rows]
     jobs = Job.fetch_many(job_ids, connection=conn) if job_ids else []  # one round trip
+    step = Pass(settings, engine, conn, report)
     for (media_id, state, _, enqueued_at, started_at), job_id, job in zip(rows, job_ids, jobs):
         status = job.get_status(refresh=False) if job is not None else None
         try:
-            _sync_one(settings, engine, conn, queue, report, media_id, state, job_id, status,
-                      enqueued_at, started_at)
+            _sync_one(step, MediaRow(media_id, state, job_id, status, enqueued_at, started_at))
         except RedisError:
             raise
         except Exception:  # one odd row must not stop the others
             log.exception("event=reconcile.media_error media=%s", media_id)
 
 
-def _sync_one(settings: Settings, engine: Engine, conn: Redis, queue: Queue,
-              report: ReconcileReport, media_id: str, state: str, job_id: str,
-              status: JobStatus | None, enqueued_at: datetime | None,
-              started_at: datetime | None) -> None:
-    if enqueued_at is None:
-        if enqueue_transcode(settings, engine, media_id, connection=conn):
-            report.enqueued.append(media_id)
-        return
-    if status in (JobStatus.STARTED,) or (status in WAITING and state == MediaState.QUEUED):
+def _sync_one(step: Pass, row: MediaRow) -> None:
+    """Decide what the media needs from how its row and its job disagree."""
+    if row.enqueued_at is None:
+        _enqueue_intent(step, row)
+    elif row.status == JobStatus.STARTED or (row.status in WAITING and
+                                             row.state == MediaState.QUEUED):
         return  # the normal cases
-    if status is None or status == JobStatus.FINISHED:
-        # Redis lost the job (restart without persistence, flushed) or it ended without
-        # finishing the media. Move to the next generation so a straggler of the old one can
-        # never collide with the new job, then enqueue.
-        new_id = next_job_id(job_id, media_id)
-        with session_scope(engine) as session:
-            changed = session.exec(  # type: ignore[call-overload]
-                update(Media).where(col(Media.id) == media_id,
-                                    or_(col(Media.job_id) == job_id, col(Media.job_id).is_(None)),
-                                    col(Media.enqueued_at) == enqueued_at,
-                                    col(Media.state).in_((MediaState.QUEUED, MediaState.PROCESSING)))
-                .values(job_id=new_id, enqueued_at=None, state=MediaState.QUEUED, progress=0.0,
-                        eta_seconds=None, updated_at=utcnow())).rowcount
-        if changed:
-            event(log, "job.lost", media_id, level=logging.WARNING, job=job_id, new_job=new_id)
-            enqueue_transcode(settings, engine, media_id, connection=conn)
-            report.reenqueued.append(media_id)
+    elif row.status is None or row.status == JobStatus.FINISHED:
+        _replace_lost_job(step, row)
+    elif row.status in ENDED_BADLY:
+        _fail_ended_job(step, row, row.status)
+    elif row.status in WAITING and row.state == MediaState.PROCESSING:
+        _requeue_abandoned(step, row, row.status)
+
+
+def _enqueue_intent(step: Pass, row: MediaRow) -> None:
+    """The upload completed while Redis was down: its job never reached the queue."""
+    if enqueue_transcode(step.settings, step.engine, row.media_id, connection=step.conn):
+        step.report.enqueued.append(row.media_id)
+
+
+def _replace_lost_job(step: Pass, row: MediaRow) -> None:
+    """Redis lost the job (restart without persistence, flushed) or it ended without
+    finishing the media: the next generation, so a straggler of the old one can never
+    collide with the new job, then enqueue."""
+    new_id = lifecycle.new_generation(step.engine, row.media_id, row.job_id, row.enqueued_at)
+    if new_id is None:
         return
-    if status in ENDED_BADLY:
-        reason = _failure_reason(conn, job_id, status)
-        now = utcnow()
-        with session_scope(engine) as session:
-            media = session.get(Media, media_id)
-            if media is None or media.job_id not in (job_id, None) or \
-                    media.state not in (MediaState.QUEUED, MediaState.PROCESSING):
-                return
-            media.state = MediaState.FAILED
-            media.error = media.error or reason
-            media.eta_seconds = None
-            media.finished_at = media.updated_at = now
-            ids = _announce_failed(session, settings, media_id)
-        _after_commit(settings, engine, ids)
-        report.failed.append(media_id)
-        event(log, "media.failed", media_id, level=logging.WARNING, job=job_id,
-              job_status=status.value, reason=media.error)
+    event(log, "job.lost", row.media_id, level=logging.WARNING, job=row.job_id, new_job=new_id)
+    enqueue_transcode(step.settings, step.engine, row.media_id, connection=step.conn)
+    step.report.reenqueued.append(row.media_id)
+
+
+def _fail_ended_job(step: Pass, row: MediaRow, status: JobStatus) -> None:
+    """RQ filed the job as failed (its worker was killed on the last try, or it was stopped)."""
+    reason = _failure_reason(step.conn, row.job_id, status)
+    done = lifecycle.fail(step.engine, step.settings, row.media_id, row.job_id, reason,
+                          keep_earlier_reason=True)
+    if not done:
         return
-    if status in WAITING and state == MediaState.PROCESSING:
-        # Its worker died; RQ put the job back for another try. Read again so a worker that
-        # picked it up in the meantime is not overwritten.
-        if _job_status(conn, job_id) not in WAITING:
-            return
-        with session_scope(engine) as session:
-            changed = session.exec(  # type: ignore[call-overload]
-                update(Media).where(col(Media.id) == media_id, col(Media.job_id) == job_id,
-                                    col(Media.state) == MediaState.PROCESSING,
-                                    col(Media.started_at) == started_at)
-                .values(state=MediaState.QUEUED, progress=0.0, eta_seconds=None,
-                        updated_at=utcnow())).rowcount
-        if changed:
-            report.requeued.append(media_id)
-            event(log, "media.requeued", media_id, job=job_id, job_status=status.value,
-                  why="its worker stopped; RQ retries the job")
+    webhooks.enqueue(step.settings, step.engine, done.hooks)  # never raises; the sweep retries
+    step.report.failed.append(row.media_id)
+    event(log, "media.failed", row.media_id, level=logging.WARNING, job=row.job_id,
+          job_status=status.value, reason=reason)
 
 
-def _announce_failed(session: Session, settings: Settings, media_id: str) -> list[str]:
-    from transcoder.jobs import _announce
-    return _announce(session, settings, "media.failed", media_id)
-
-
-def _after_commit(settings: Settings, engine: Engine, ids: list[str]) -> None:
-    from transcoder.jobs import _announce_after_commit
-    _announce_after_commit(settings, engine, ids)
+def _requeue_abandoned(step: Pass, row: MediaRow, status: JobStatus) -> None:
+    """Its worker died and RQ put the job back for another try. Read the status again so a
+    worker that picked it up in the meantime is not overwritten."""
+    if _job_status(step.conn, row.job_id) not in WAITING:
+        return
+    if lifecycle.requeue_abandoned(step.engine, row.media_id, row.job_id, row.started_at):
+        step.report.requeued.append(row.media_id)
+        event(log, "media.requeued", row.media_id, job=row.job_id, job_status=status.value,
+              why="its worker stopped; RQ retries the job")

@@ -19,7 +19,7 @@ from models.db import make_engine
 from models.lifecycle import MediaState
 from tests.jobs.conftest import TINY_LADDER, Stack, upload, wait_until
 from tests.support.procs import TUSFLOW, Proc
-from transcoder.queue import default_job_id
+from models.lifecycle import default_job_id
 from models.redis_conn import connect
 from tus_server.cli import main as cli_main
 

@@ -13,9 +13,8 @@ from rq import Queue
 from models.layout import Layout
 from models.lifecycle import MediaState
 from tests.jobs.conftest import media_lines, upload, wait_until
-from transcoder.queue import (
-    default_job_id, enqueue_transcode, queue_position, queue_positions,
-)
+from models.lifecycle import default_job_id
+from transcoder.queue import enqueue_transcode, queue_position, queue_positions
 from transcoder.reconcile import reconcile
 from models.redis_conn import connect
 

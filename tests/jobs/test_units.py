@@ -14,7 +14,8 @@ from rq.job import Job
 from models.config import Settings
 from transcoder.jobs import publish_dir
 from models.logs import LogfmtFormatter, fields, media_from_job_id
-from transcoder.queue import default_job_id, job_belongs_to, next_job_id, retry_policy
+from models.lifecycle import default_job_id, job_belongs_to, next_job_id
+from transcoder.queue import retry_policy
 from models.redis_conn import redis_url
 
 MEDIA = "0123456789abcdef0123456789abcdef"

@@ -3,6 +3,7 @@ parsing (never with the transcoder's measuring code)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import pytest
 from models.config import Rung, TranscodeConfig
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled
 from transcoder.pipeline import TranscodeResult, transcode
+from transcoder.probe import probe
 from tests.transcoder.kit import (
     all_output_bytes, ffmpeg_processes_in, ffprobe, mean_luma, parse_master, parse_media,
     remeasure, streams, video_packets, with_init,
@@ -433,3 +435,27 @@ def test_ffmpeg_dies_with_a_worker_killed_without_cleanup(long_clip, tmp_path):
     for pid in leftover:  # do not leave a stray ffmpeg behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert leftover == []
+
+
+def test_a_probe_passed_in_is_not_repeated(landscape, tmp_path, small_cfg):
+    """The job probes first (for its time limit) and hands the result on: the source is
+    opened by ffprobe once, not twice. A logging ffprobe wrapper counts the openings."""
+    calls = tmp_path / "ffprobe-calls"
+    wrapper = tmp_path / "ffprobe"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec ffprobe "$@"\n')
+    wrapper.chmod(0o755)
+    cfg = dataclasses.replace(small_cfg, ffprobe=str(wrapper))
+    source_url = f"file:{landscape.absolute()}"
+
+    def openings_of_source() -> int:
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        return sum(source_url in line.split() for line in lines)
+
+    info = probe(landscape, cfg)
+    assert openings_of_source() == 1
+    result = run_transcode(landscape, tmp_path / "once", cfg, probed=info)
+    assert openings_of_source() == 1
+    assert result.duration == pytest.approx(4.0, abs=0.1)
+    assert (tmp_path / "once" / "master.m3u8").is_file()
+    run_transcode(landscape, tmp_path / "alone", cfg)  # without one, transcode probes itself
+    assert openings_of_source() == 2

@@ -1,48 +1,39 @@
-"""The job queue as the API sees it: retry, cancel, queue position.
+"""The job queue as the API sees it: retry, cancel, queue positions.
 
-``transcoder.queue`` is imported on first use, not at import time, so the web app runs (and its
-pages stay useful) in a build without the transcoder or while Redis is down. Every call here is
-blocking; callers run them in a thread.
+A thin layer over ``transcoder.queue`` that turns its failures into what a route answers: a
+retry the queue cannot take is ``QueueUnavailable`` (503), a cancel is best effort, and queue
+positions are unknown (None) while Redis is down. Every call here is blocking; callers run
+them in a thread.
 """
 
 from __future__ import annotations
 
 import logging
-from types import ModuleType
-from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
 from models.config import Settings
+from transcoder import queue
 
 log = logging.getLogger("tusflow.api")
 
 
 class QueueUnavailable(RuntimeError):
-    """The queue cannot take the request now (transcoder not installed, Redis unreachable)."""
+    """The queue cannot take the request now (Redis unreachable, or it refused)."""
 
 
 class JobQueue:
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings
         self.engine = engine
-        self._module: ModuleType | None = None
-
-    def _queue(self) -> ModuleType:
-        if self._module is None:
-            try:
-                import transcoder.queue as module
-            except ImportError as exc:
-                raise QueueUnavailable("transcoding is not installed on this server") from exc
-            self._module = module
-        return self._module
 
     def retry(self, media_id: str) -> None:
         """Reset the media to queued and enqueue it; the reset is durable even when Redis is
         down (the queue's reconciler enqueues it later). LookupError: no such media."""
         try:
-            self._queue().retry_media(self.settings, self.engine, media_id)
-        except (QueueUnavailable, LookupError):
+            queue.retry_media(self.settings, self.engine, media_id)
+        except LookupError:
             raise
         except Exception as exc:  # redis errors and whatever the queue refuses with
             raise QueueUnavailable(f"the job queue did not accept the retry: {_one_line(exc)}") from exc
@@ -50,32 +41,22 @@ class JobQueue:
     def cancel(self, media_id: str) -> bool:
         """Best effort: a job that cannot be reached now finds its media row gone when it runs."""
         try:
-            self._queue().cancel_media(self.settings, self.engine, media_id)
+            queue.cancel_media(self.settings, self.engine, media_id)
             return True
         except Exception as exc:
             log.warning("media=%s cancel failed: %s", media_id, _one_line(exc))
             return False
 
     def positions(self, media_ids: list[str]) -> dict[str, int | None]:
-        """1-based places in the queue; None where unknown (no queue, Redis down, not queued)."""
-        result: dict[str, int | None] = {media_id: None for media_id in media_ids}
+        """1-based places in the queue, read in one Redis round trip; None where unknown
+        (Redis down, not waiting in the queue)."""
         if not media_ids:
-            return result
+            return {}
         try:
-            queue_position = self._queue().queue_position
-        except QueueUnavailable:
-            return result
-        for media_id in media_ids:
-            try:
-                result[media_id] = _as_position(queue_position(self.settings, media_id))
-            except Exception as exc:
-                log.debug("media=%s queue position unknown: %s", media_id, _one_line(exc))
-                break  # Redis is down: do not pay the failure once per item
-        return result
-
-
-def _as_position(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+            return queue.queue_positions(self.settings, media_ids)
+        except RedisError as exc:
+            log.debug("queue positions unknown: %s", _one_line(exc))
+            return {media_id: None for media_id in media_ids}
 
 
 def _one_line(exc: BaseException) -> str:

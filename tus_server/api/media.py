@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from models.db import session_scope
+from models import lifecycle
 from models.layout import Layout
 from models.lifecycle import MediaState
 from models.tables import Media, Upload
@@ -27,7 +27,6 @@ from tus_server.api.ids import is_media_id
 from tus_server.api.items import DEFAULT_LIMIT, MAX_LIMIT, CursorError, MediaCatalog
 from tus_server.api.jobs import JobQueue, QueueUnavailable
 from tus_server.api.links import PlaybackLinks, signing_user
-from models import outbox
 from transcoder import webhooks
 
 log = logging.getLogger("tusflow.api")
@@ -111,13 +110,8 @@ class MediaApi:
         # Cancel first so a running job stops before its outputs are removed; a job that cannot
         # be reached now finds the row gone when it starts.
         self.jobs.cancel(media_id)
-        with session_scope(self.engine) as session:
-            for row in (session.get(Media, media_id), session.get(Upload, media_id)):
-                if row is not None:
-                    session.delete(row)
-            hooks = outbox.record(session, self.jobs.settings, "media.deleted", outbox.media_data(media),
-                                  media_id)
-        webhooks.enqueue(self.jobs.settings, self.engine, hooks)  # never raises; the sweep retries
+        gone = lifecycle.delete(self.engine, self.jobs.settings, media_id, seen=media)
+        webhooks.enqueue(self.jobs.settings, self.engine, gone.hooks)  # never raises; the sweep retries
         self._remove_files(media_id, media, upload)
         log.info("media=%s deleted", media_id)
         return Response(status_code=204, headers=NO_STORE)

@@ -29,10 +29,10 @@ from sqlmodel import Session, col, select
 
 from models.config import Settings, load_settings
 from models.db import init_db, make_engine
-from models.lifecycle import MediaState
+from models.lifecycle import MediaState, job_belongs_to
 from models.tables import Media
 from models.logs import media_from_job_id
-from transcoder.queue import MediaNotFound, get_queue, job_belongs_to, retry_media
+from transcoder.queue import MediaNotFound, get_queue, retry_media
 from transcoder.worker import extra_queues
 from models.redis_conn import connect, redis_url
 
