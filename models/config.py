@@ -37,6 +37,11 @@ class ServerConfig:
     body_idle_timeout: float = 30.0
     lock_timeout: float = 10.0
     public_url: str = ""
+    http: str = "httptools"
+    max_request_line: int = 8192
+    max_request_head: int = 65536
+    request_head_timeout: float = 10.0
+    max_connections_per_address: int = 64
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 
 import uvicorn
 
 from models.config import load_settings
 from tus_server.app import CONFIG_ENV, create_app
+from tus_server.httpserver import server_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,11 +45,15 @@ def serve(settings, host: str, port: int, workers: int = 1) -> int:  # type: ign
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    print(f"tusflow listening on http://{shown}:{actual}{settings.server.base_path}", flush=True)
-    common = dict(log_level="warning", http="httptools", loop="uvloop", lifespan="on",
+    # One write: under `tusflow up` workers log to the same pipe, and print() with
+    # PYTHONUNBUFFERED writes the text and the newline separately, so a worker's line could
+    # land in between and glue itself to the URL.
+    sys.stdout.write(f"tusflow listening on http://{shown}:{actual}{settings.server.base_path}\n")
+    sys.stdout.flush()
+    common = dict(log_level="warning", loop="uvloop", lifespan="on",
                   timeout_graceful_shutdown=30, access_log=False)
     if workers <= 1:
-        config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
+        config = server_config(settings, create_app(settings), **common)
         uvicorn.Server(config).run(sockets=[sock])
         return 0
     if settings.config_path:
@@ -56,6 +62,6 @@ def serve(settings, host: str, port: int, workers: int = 1) -> int:  # type: ign
 
     from tus_server.metrics import prepare_multiprocess
     prepare_multiprocess(settings)
-    config = uvicorn.Config("tus_server.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    config = server_config(settings, "tus_server.app:app_from_env", factory=True, workers=workers, **common)
     Multiprocess(config, sockets=[sock]).run()
     return 0
