@@ -11,7 +11,6 @@ something only SQLite has.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -23,7 +22,6 @@ from tests.support.postgres import PostgresServer
 from tests.support.asgi import AppClients
 from tests.support.procs import RedisServer, TusflowServer, write_config
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TEST_DATABASE_ENV = "TUSFLOW_TEST_DATABASE"
 TEST_POSTGRES_ENV = "TUSFLOW_TEST_POSTGRES"
 
@@ -63,14 +61,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.fixture

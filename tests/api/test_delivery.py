@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from models.lifecycle import MediaState
-from tests.api.conftest import Store, new_id
+from tests.support.store import Store, new_id
 from tus_server.auth.signing import PlaybackSigner
 
 

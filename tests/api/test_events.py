@@ -19,7 +19,7 @@ from models.db import make_engine
 from models.layout import Layout
 from models.lifecycle import MediaState
 from models.tables import Media, Upload
-from tests.api.conftest import Store, new_id
+from tests.support.store import Store, new_id
 from tus_server.api.access import Viewer
 from tus_server.api.changes import ChangeDetector
 from tus_server.api.events import ChangeFeed, EventStream, Subscriber

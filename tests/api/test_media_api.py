@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from models.lifecycle import MediaState
 from models.tables import Media, Upload
-from tests.api.conftest import RENDITIONS, T0, Store, minutes, new_id
+from tests.support.store import RENDITIONS, T0, Store, minutes, new_id
 from tus_server.auth.principal import Principal
 
 BAD_IDS = ["ABCDEF0123456789ABCDEF0123456789", "0" * 31, "0" * 33, "g" * 32, "..", "%2e%2e"]

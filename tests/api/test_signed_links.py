@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.api.conftest import Store
+from tests.support.store import Store
 from tus_server.api.changes import ChangeDetector, Changes
 from tus_server.api.events import ChangeFeed
 from tus_server.api.items import MediaCatalog

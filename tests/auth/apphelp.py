@@ -14,7 +14,7 @@ from models.config import load_settings
 from models.tables import Upload
 from tests.support.asgi import AppClients
 
-from .conftest import HS_SECRET, SIGNING_KEY, TOKENS
+from tests.support.credentials import HS_SECRET, SIGNING_KEY, TOKENS
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {"Content-Type": "application/offset+octet-stream"}

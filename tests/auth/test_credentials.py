@@ -15,7 +15,7 @@ from tus_server.auth.errors import AuthError
 from tus_server.auth.jwt import JwtVerifier, KeyConfigError
 from tus_server.auth.tokens import StaticTokens, TokenEntry
 
-from .conftest import HS_SECRET, RsaPair, hs_token, rs_token
+from tests.support.credentials import HS_SECRET, RsaPair, hs_token, rs_token
 
 
 def _b64(data: dict) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.procs import Proc, TusflowServer
 
-from .conftest import HS_SECRET, hs_token
+from tests.support.credentials import HS_SECRET, hs_token
 
 NODE_SCRIPT = Path(__file__).parent / "node" / "refresh_upload.js"
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")]
@@ -95,7 +95,7 @@ def test_event_stream_takes_a_query_token_and_shows_only_own_items(
         start_server: Callable[..., TusflowServer]) -> None:
     """EventSource cannot send headers: the token rides in the query (GET only), and the live
     feed carries only the viewer's own uploads."""
-    from .conftest import ALICE_TOKEN, BOB_TOKEN, TOKENS
+    from tests.support.credentials import ALICE_TOKEN, BOB_TOKEN, TOKENS
     server = start_server(auth={"enabled": True, "tokens": TOKENS})
     events = f"{server.origin}/api/events"
     assert httpx.get(events, timeout=5).status_code == 401

@@ -15,7 +15,7 @@ from models.tables import Media
 from tus_server.auth.signing import PlaybackSigner
 
 from .apphelp import TUS, MakeClient, bearer, make_client, new_upload, patch  # noqa: F401
-from .conftest import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, SERVICE_TOKEN, SIGNING_KEY, hs_token
+from tests.support.credentials import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, SERVICE_TOKEN, SIGNING_KEY, hs_token
 
 ALICE_MEDIA = "1" * 32
 BOB_MEDIA = "2" * 32

@@ -22,7 +22,7 @@ from tus_server.auth.middleware import AuthMiddleware, AuthOptions
 from tus_server.auth.requires import Requires, Style, guarded, identified, metrics_reader, page_visitor, public_under
 from tus_server.auth.tokens import StaticTokens, TokenEntry
 
-from .conftest import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, HS_SECRET, SERVICE_TOKEN, TOKENS, hs_token
+from tests.support.credentials import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, HS_SECRET, SERVICE_TOKEN, TOKENS, hs_token
 
 
 def whoami(request: Request) -> Response:

@@ -9,7 +9,7 @@ import re
 import httpx
 
 from .apphelp import MakeClient, make_client  # noqa: F401
-from .conftest import HS_SECRET, SIGNING_KEY
+from tests.support.credentials import HS_SECRET, SIGNING_KEY
 
 
 def page_data(r: httpx.Response) -> dict:

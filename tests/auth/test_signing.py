@@ -11,7 +11,7 @@ from tus_server.auth.errors import AuthError
 from tus_server.auth.signing import PlaybackSigner
 from tus_server.delivery import rewrite_playlist
 
-from .conftest import SIGNING_KEY
+from tests.support.credentials import SIGNING_KEY
 
 MEDIA = "a" * 32
 OTHER = "b" * 32

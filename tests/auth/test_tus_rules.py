@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from .apphelp import TUS, MakeClient, bearer, count_rows, create, make_client, new_upload, patch, row  # noqa: F401
-from .conftest import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, SERVICE_TOKEN, hs_token
+from tests.support.credentials import ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN, SERVICE_TOKEN, hs_token
 from .hookserver import HookServer
 
 

@@ -25,8 +25,10 @@ import pytest
 from sqlmodel import Session, select
 
 from models.tables import Upload
-from tests.browser.conftest import DESKTOP, MIB, Stack, audit, screenshot, throttle_upload, wait_js, wait_until
-from tests.conftest import sha256_file
+from tests.support.browser import DESKTOP, MIB, audit, screenshot, throttle_upload, wait_js
+from tests.support.files import sha256_file
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

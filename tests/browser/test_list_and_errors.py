@@ -19,8 +19,9 @@ from sqlmodel import Session
 
 from models.lifecycle import MediaState
 from models.tables import Media, Upload
-from tests.browser.conftest import DESKTOP, MIB, PHONE, Stack, audit, screenshot, throttle_upload, wait_js
-from tests.conftest import sha256_file
+from tests.support.browser import DESKTOP, MIB, PHONE, audit, screenshot, throttle_upload, wait_js
+from tests.support.files import sha256_file
+from tests.support.stack import Stack
 from tests.support.proxy import CuttingProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, MIB, PHONE, Stack, audit, screenshot, throttle_upload, wait_js, wait_until
-from tests.conftest import sha256_file
+from tests.support.browser import DESKTOP, MIB, PHONE, audit, screenshot, throttle_upload, wait_js
+from tests.support.files import sha256_file
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 from tests.support.proxy import CuttingProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

@@ -3,23 +3,11 @@ tests that need no special server config (starting a server costs seconds on a s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.support.procs import TusflowServer, write_config
-
-
-@dataclass
-class Shared:
-    server: TusflowServer
-    data_dir: Path
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+from tests.support.procs import Shared, TusflowServer, write_config
 
 
 @pytest.fixture(scope="module")

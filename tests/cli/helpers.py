@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import sha256_file
+from tests.support.files import sha256_file
 from tests.support.procs import TUSFLOW
 
 UPLOAD_TIMEOUT = 90.0

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli.conftest import Shared
+from tests.support.procs import Shared
 from tests.cli.helpers import assert_on_server, make_files, run_upload, upload_argv, upload_id
-from tests.cli.netproxy import FaultProxy
+from tests.support.proxy import FaultProxy
 
 
 def test_thirty_files_in_parallel_all_arrive_intact(shared: Shared, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.cli.conftest import Shared
+from tests.support.procs import Shared
 from tests.cli.helpers import assert_on_server, make_files, run_upload, upload_argv
-from tests.cli.netproxy import FaultProxy
+from tests.support.proxy import FaultProxy
 from tests.support.httpd import local_http
 from tests.support.procs import Proc
 

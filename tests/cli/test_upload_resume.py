@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli.conftest import Shared
+from tests.support.procs import Shared
 from tests.cli.helpers import (assert_on_server, make_files, run_upload, server_offset, upload_argv,
                                upload_id)
-from tests.cli.netproxy import FaultProxy
+from tests.support.proxy import FaultProxy
 from tests.support.procs import Proc
 from tests.support.proxy import CuttingProxy
 

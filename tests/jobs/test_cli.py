@@ -17,7 +17,8 @@ from rq import Queue
 from models.config import load_settings
 from models.db import make_engine
 from models.lifecycle import MediaState
-from tests.jobs.conftest import TINY_LADDER, Stack, upload, wait_until
+from tests.support.stack import TINY_LADDER, Stack, upload
+from tests.support.waiting import wait_until
 from tests.support.procs import TUSFLOW, Proc
 from models.lifecycle import default_job_id
 from models.redis_conn import connect
@@ -142,7 +143,7 @@ def test_up_runs_the_whole_stack_and_stops_cleanly(make_config: Callable, data_d
         engine = make_engine(settings)
         try:
             wait_until(lambda: _state(engine, media_id) in (MediaState.READY, MediaState.FAILED),
-                       60, 0.2, "media done")
+                       60, "media done", interval=0.2)
             assert _state(engine, media_id) == MediaState.READY
         finally:
             engine.dispose()
@@ -156,7 +157,7 @@ def test_up_runs_the_whole_stack_and_stops_cleanly(make_config: Callable, data_d
 
         up.kill(signal.SIGTERM)  # its process group: only `up` itself, children have their own
         assert up.popen.wait(60) == 0
-        wait_until(lambda: not any(_alive(pid) for pid in family), 10, 0.1,
+        wait_until(lambda: not any(_alive(pid) for pid in family), 10,
                    "every child of tusflow up gone")
         assert not sock.exists()
         assert "event=up.stopped" in up.output

@@ -12,7 +12,8 @@ from rq import Queue
 
 from models.layout import Layout
 from models.lifecycle import MediaState
-from tests.jobs.conftest import media_lines, upload, wait_until
+from tests.support.stack import media_lines, upload
+from tests.support.waiting import wait_until
 from models.lifecycle import default_job_id
 from transcoder.queue import enqueue_transcode, queue_position, queue_positions
 from transcoder.reconcile import reconcile
@@ -175,7 +176,7 @@ def test_transient_failures_retry_with_backoff_then_fail(stack: Callable, start_
         seen.add((media.state, media.attempts))
         return media.state == MediaState.FAILED
 
-    wait_until(settled, 60, 0.05, "media failed after its tries")
+    wait_until(settled, 60, "media failed after its tries", interval=0.05)
     media = s.media(media_id)
     assert media.attempts == 3, media
     assert media.error and "converter failed" in media.error

@@ -7,7 +7,7 @@ from typing import Callable
 import httpx
 import pytest
 
-from tests.ops.conftest import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from models.db import init_db, make_engine
 from models.lifecycle import MediaState
 from models.tables import Media
 from models.clock import utcnow
-from tests.ops.conftest import scrape, value, wait_until
+from tests.support.metrics import scrape, value
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

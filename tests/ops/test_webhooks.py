@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 from models.config import ConfigError, Settings, load_settings
 from models.db import init_db, make_engine
 from models.webhooks import WebhookDelivery
-from tests.ops.conftest import SECRET, Receiver, wait_until
+from tests.support.waiting import wait_until
+from tests.support.webhooks import SECRET, Receiver, check_signature
 from tests.support.procs import TUSFLOW
 from models import outbox
 from models.redis_conn import connect
@@ -92,7 +93,6 @@ def test_signed_delivery_reaches_the_receiver(webhook_settings: Callable, receiv
     assert body["data"] == {"media_id": "abc", "title": "Ünïcode"}
     assert body["created_at"].endswith("Z")
     # Tampering with one byte breaks the signature the receiver checks.
-    from tests.ops.conftest import check_signature
     assert not check_signature(SECRET, got.headers["tusflow-signature"], got.body.replace(b"abc", b"abd"))
 
     row = wait_until(lambda: (r := _row(engine, delivery_id)).delivered_at and r, what="delivered row")

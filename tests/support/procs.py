@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -190,3 +191,30 @@ class RedisServer:
             self.proc.stop()
             self.proc = None
         self.socket.unlink(missing_ok=True)
+
+
+def no_process_in(directory: Path) -> bool:
+    """True when no process has its working directory inside ``directory`` (orphan ffmpeg)."""
+    target = str(directory)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(target):
+            return False
+    return True
+
+
+@dataclass
+class Shared:
+    """One ``tusflow serve`` shared by a test module, with the data_dir it stores into."""
+
+    server: TusflowServer
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
