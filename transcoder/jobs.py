@@ -16,7 +16,7 @@ and nothing but ids travels through Redis. Each attempt
 Retries are RQ's: the job is enqueued with ``Retry`` for ``[worker] tries``; a transient error
 is re-raised so RQ schedules the next try with backoff, a rejected input sets the job's
 ``retries_left`` to 0 before re-raising so it fails at once. A worker asked to shut down
-(SIGTERM to the horse, see ``tus_server/commands/worker.py``) stops ffmpeg and puts the job
+(SIGTERM to the horse, see ``transcoder/worker.py``) stops ffmpeg and puts the job
 back at the front of the queue without using up a try.
 """
 
