@@ -26,7 +26,8 @@ so the event exists exactly when the change does, and return the delivery ids in
 States are stored as the plain strings of ``MediaState`` (``Media.state`` is a string column);
 ``MediaState`` is a ``StrEnum`` so rows, JSON answers and comparisons with ``"ready"`` agree.
 A new state (issue 10's ``playable``) goes into ``MediaState`` and into ``WORKING``/``ACTIVE``
-below, and gets its own entries in ``MOVES``.
+below (then progress, ready and requeue accept it too), and gets its own entries in ``MOVES``;
+per-rendition states belong here as well, as their own enum with their own moves.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def new_generation(engine: Engine, media_id: str, job_id: str,
     return new_id if changed else None
 
 
-# ---------------------------------------------------------------------------------- moves of the queue, API, CLI
+# ---------------------------------------------------------------------------------- moves of the queue, API and CLI
 def mark_enqueued(engine: Engine, media_id: str, job_id: str) -> bool:
     """Stamp that ``job_id`` reached Redis (the first stamp stays)."""
     now = utcnow()

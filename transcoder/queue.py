@@ -204,11 +204,7 @@ def queue_position(settings: Settings, media_id: str, *,
                    connection: Redis | None = None) -> int | None:
     """1 for the job that starts next, 2 for the one after...; None when the media has no job
     waiting in the queue (running, waiting for a retry, done, or not in Redis yet)."""
-    with _Conn(settings, connection) as conn:
-        for index, job_id in enumerate(get_queue(settings, conn).get_job_ids()):
-            if job_belongs_to(job_id, media_id):
-                return index + 1
-    return None
+    return queue_positions(settings, [media_id], connection=connection)[media_id]
 
 
 def queue_positions(settings: Settings, media_ids: Iterable[str], *,
