@@ -1,7 +1,8 @@
 """The HTTP server's own limits (tus_server/httpserver.py) on a real ``tusflow serve``, through
 raw sockets on loopback: request-line and head sizes (414/431), the request-head timeout
 (silent and trickling connections), and the per-address connection cap. Each runs on both
-parsers ``[server] http`` offers, and the size and timeout limits once with ``--workers 2``.
+parsers ``[server] http`` offers, and the size and timeout limits once with ``--workers 2`` and
+once under ``tusflow up``.
 
 Distinct client addresses come from binding the client socket to 127.0.0.x: Linux routes the
 whole 127/8 to loopback, so the server sees each as its own peer.
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.procs import TusflowServer, write_config
+from tests.support.procs import TUSFLOW, Proc, TusflowServer, write_config
 from tests.tus import rawhttp
 
 pytestmark = pytest.mark.e2e
@@ -287,3 +288,36 @@ def test_worker_processes_apply_the_limits(tmp_path: Path) -> None:
         assert options_ok(s)
     finally:
         s.stop()
+
+
+def test_up_applies_the_limits(tmp_path: Path) -> None:
+    """``tusflow up`` runs ``tusflow serve``: the same limits hold (no workers needed here)."""
+    data = tmp_path / "var"
+    config = write_config(tmp_path / "config.toml", {
+        "storage": {"data_dir": str(data), "fsync": False}, "worker": {"count": 0},
+        "server": {"max_request_head": MAX_HEAD, "request_head_timeout": HEAD_TIMEOUT}})
+    up = Proc([TUSFLOW, "up", "--config", str(config), "--port", "0", "--host", "127.0.0.1"], name="tusflow-up")
+    try:
+        parts = urlsplit(up.wait_for(r"tusflow listening on (http://\S+)", timeout=60).group(1))
+        address = (parts.hostname, parts.port)
+        deadline = time.monotonic() + 30
+        while True:  # until the server accepts
+            try:
+                sock = socket.create_connection(address, timeout=CLOSE_BOUND)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and up.alive(), up.output[-2000:]
+                time.sleep(0.1)
+        try:
+            request = rawhttp.request_head("OPTIONS", parts.path, parts.netloc, {"X-Big": "a" * (4 * 1024 * 1024)})
+            status, _, _ = answer_while_sending(sock, request)
+            assert status == 431
+        finally:
+            sock.close()
+        silent = socket.create_connection(address, timeout=CLOSE_BOUND)
+        try:
+            assert received_until_closed(silent) == b""
+        finally:
+            silent.close()
+    finally:
+        up.stop()
