@@ -91,17 +91,20 @@ class Rung:
 
     name: str
     height: int
-    video_kbps: int
+    video_kbps: int            # the ceiling (x264 maxrate; bufsize is twice it)
     audio_kbps: int = 128
+    quality: int = 23          # x264 CRF under that ceiling; lower is better and bigger
 
 
 DEFAULT_LADDER: tuple[Rung, ...] = (
-    Rung("1080p", 1080, 5000, 160),
-    Rung("720p", 720, 2800, 128),
-    Rung("480p", 480, 1200, 128),
-    Rung("360p", 360, 700, 96),
-    Rung("240p", 240, 400, 96),
+    Rung("1080p", 1080, 5000, 160, 23),
+    Rung("720p", 720, 2800, 128, 23),
+    Rung("480p", 480, 1200, 128, 22),
+    Rung("360p", 360, 700, 96, 21),
+    Rung("240p", 240, 400, 96, 20),
 )
+RATE_CONTROLS: tuple[str, ...] = ("quality", "bitrate")
+TONEMAP_CURVES: tuple[str, ...] = ("mobius", "hable", "reinhard", "clip", "linear")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,14 @@ class TranscodeConfig:
     storyboard_interval: float = 0.0
     storyboard_columns: int = 10
     storyboard_width: int = 160
+    rate_control: str = "quality"
+    audio_group: bool = True
+    loudness: bool = True
+    loudness_target: float = -16.0
+    loudness_true_peak: float = -1.0
+    loudness_range: float = 11.0
+    rung_min_saving: float = 0.25
+    hdr_tonemap: str = "mobius"
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
 
@@ -255,7 +266,7 @@ def _to_ladder(value: Any, where: str, base: Path) -> tuple[Rung, ...]:
     for item in value:
         try:
             rungs.append(Rung(str(item["name"]), int(item["height"]), int(item["video_kbps"]),
-                              int(item.get("audio_kbps", 128))))
+                              int(item.get("audio_kbps", 128)), int(item.get("quality", 23))))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: each rung needs name, height, video_kbps") from exc
     return tuple(rungs)
@@ -334,6 +345,24 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+def _check_transcode_quality(t: TranscodeConfig) -> None:
+    if t.rate_control not in RATE_CONTROLS:
+        raise ConfigError(f"[transcode] rate_control must be one of {list(RATE_CONTROLS)}")
+    if t.hdr_tonemap not in TONEMAP_CURVES:
+        raise ConfigError(f"[transcode] hdr_tonemap must be one of {list(TONEMAP_CURVES)}")
+    for rung in t.ladder:
+        if not 0 <= rung.quality <= 51:
+            raise ConfigError(f"[transcode] ladder: rung {rung.name!r} quality must be 0-51")
+    if not -70.0 <= t.loudness_target <= -5.0:
+        raise ConfigError("[transcode] loudness_target must be between -70 and -5 LUFS")
+    if not -9.0 <= t.loudness_true_peak <= 0.0:
+        raise ConfigError("[transcode] loudness_true_peak must be between -9 and 0 dBTP")
+    if not 1.0 <= t.loudness_range <= 50.0:
+        raise ConfigError("[transcode] loudness_range must be between 1 and 50 LU")
+    if not 0.0 <= t.rung_min_saving < 1.0:
+        raise ConfigError("[transcode] rung_min_saving must be at least 0 and below 1")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None,
                   env: Mapping[str, str] | None = None) -> Settings:
     """Read the config file (if any), apply ``TUSFLOW_SECTION__KEY`` overrides, validate."""
@@ -386,6 +415,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("[uploads] max_size must be >= 0")
     if s.transcode.segment_format not in ("fmp4", "ts"):
         raise ConfigError("[transcode] segment_format must be 'fmp4' or 'ts'")
+    _check_transcode_quality(s.transcode)
     if s.cors.allow_credentials and "*" in s.cors.allow_origins:
         raise ConfigError("[cors] allow_credentials cannot be combined with allow_origins '*'")
     if s.webhooks.urls and not s.webhooks.secret:

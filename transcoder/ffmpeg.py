@@ -9,6 +9,7 @@ so nothing about the caller's directory name (``%`` signs, spaces) reaches a mux
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from types import MappingProxyType
@@ -19,6 +20,7 @@ from models.config import TranscodeConfig
 if TYPE_CHECKING:  # imported for annotations only: keeps this module free of cycles
     from transcoder.extras import PosterPlan, StoryboardPlan
     from transcoder.ladder import RenditionPlan
+    from transcoder.loudness import AudioPlan
     from transcoder.probe import ProbeResult
 
 # Demuxers an upload may use, by the first name ffprobe reports, with a label for messages.
@@ -43,6 +45,17 @@ IFRAME_PLAYLIST = "iframes.m3u8"
 MASTER_PLAYLIST = "master.m3u8"
 INIT_SEGMENT = "init.mp4"
 MAX_MUXING_QUEUE = 4096
+AUDIO_GROUP = "audio"             # GROUP-ID of the shared audio rendition, also its folder
+QUALITY_BUFSIZE_FACTOR = 2        # capped CRF: VBV buffer = 2x the rung's ceiling
+# HDR to SDR: linear light with 100 nits as 1.0, so HLG/PQ reference white (203 nits) sits
+# above 1.0 and the curve rolls the highlights off instead of clipping them.
+TONEMAP_NOMINAL_PEAK = 100
+MOBIUS_PARAM = 0.5                # mobius is linear up to here: measured closest to SDR
+_ZSCALE_TRANSFER = MappingProxyType({"smpte2084": "smpte2084", "arib-std-b67": "arib-std-b67"})
+_ZSCALE_MATRIX = MappingProxyType({"bt2020nc": "bt2020nc", "bt2020c": "bt2020c",
+                                   "bt709": "bt709"})
+_ZSCALE_PRIMARIES = MappingProxyType({"bt2020": "bt2020", "bt709": "bt709",
+                                      "smpte432": "smpte432"})
 
 
 def source_url(path: Path) -> str:
@@ -101,15 +114,47 @@ def _rung_filters(plan: RenditionPlan) -> str:
             f"scale={plan.width}:{plan.height},setsar=1,format=yuv420p")
 
 
-def _filter_graph(probe: ProbeResult, plans: Sequence[RenditionPlan],
-                  poster: PosterPlan | None, storyboard: StoryboardPlan | None) -> str:
+def tonemap_filters(cfg: TranscodeConfig, probe: ProbeResult) -> str:
+    """HLG/PQ BT.2020 to SDR BT.709: to linear light, to BT.709 primaries, a tone curve
+    that compresses highlights, then BT.709 transfer and matrix in limited range. The input
+    description comes from the probe (only known names pass), so an untagged frame still
+    converts the same way."""
+    assert probe.video is not None
+    v = probe.video
+    tin = _ZSCALE_TRANSFER[v.color_transfer or "arib-std-b67"]
+    pin = _ZSCALE_PRIMARIES.get(v.color_primaries or "", "bt2020")
+    min_ = _ZSCALE_MATRIX.get(v.color_space or "", "bt2020nc")
+    curve = cfg.hdr_tonemap + (f":param={MOBIUS_PARAM}" if cfg.hdr_tonemap == "mobius" else "")
+    return (f"zscale=tin={tin}:pin={pin}:min={min_}:t=linear:npl={TONEMAP_NOMINAL_PEAK},"
+            f"format=gbrpf32le,zscale=p=bt709,tonemap=tonemap={curve}:desat=0,"
+            f"zscale=t=bt709:m=bt709:r=tv,format=yuv420p")
+
+
+def shares_audio(cfg: TranscodeConfig, probe: ProbeResult) -> bool:
+    """True when the ladder writes its audio once, as the ``AUDIO_GROUP`` rendition."""
+    return cfg.audio_group and probe.video is not None and probe.audio is not None
+
+
+def _audio_outputs(cfg: TranscodeConfig, probe: ProbeResult,
+                   plans: Sequence[RenditionPlan]) -> int:
+    """How many audio streams the ladder writes: one shared group, or one per rung."""
+    return 1 if shares_audio(cfg, probe) else len(plans)
+
+
+def _filter_graph(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[RenditionPlan],
+                  poster: PosterPlan | None, storyboard: StoryboardPlan | None,
+                  audio: AudioPlan | None = None) -> str:
     """Decode once, then a cascade: each rung is scaled from the rung above it (plans are
     largest first, and rates only go down), so every scaler reads the smallest picture it
-    can. The poster taps the top rung, the storyboard the bottom one."""
+    can. The poster taps the top rung, the storyboard the bottom one. HDR is tone-mapped
+    once, before the cascade; the audio chain (channels, loudness) runs once and is split
+    when every rung carries its own copy."""
     assert probe.video is not None
     parts = []
     head = f"[0:{probe.video.index}]" + ("bwdif=mode=send_frame," if probe.video.interlaced
                                          else "")
+    if probe.video.hdr:
+        head += tonemap_filters(cfg, probe) + ","
     last = len(plans) - 1
     for i, plan in enumerate(plans):
         taps = [f"v{i}"] + ([f"c{i}"] if i < last else [])
@@ -124,6 +169,12 @@ def _filter_graph(probe: ProbeResult, plans: Sequence[RenditionPlan],
         parts.append(f"[ps]{poster.filter()}[poster]")
     if storyboard is not None:
         parts.append(f"[sb]{storyboard.filter()}[storyboard]")
+    if audio is not None and probe.audio is not None:
+        count = _audio_outputs(cfg, probe, plans)
+        chain = f"[0:{probe.audio.index}]{audio.filter(cfg)}"
+        if count > 1:
+            chain += f",asplit={count}"
+        parts.append(chain + "".join(f"[a{i}]" for i in range(count)))
     return ";".join(parts)
 
 
@@ -134,10 +185,38 @@ def _max_gop_frames(plan: RenditionPlan, cfg: TranscodeConfig) -> int:
     return math.ceil(plan.fps * cfg.keyframe_interval) + 1
 
 
-def _encode_args(cfg: TranscodeConfig, plans: Sequence[RenditionPlan], audio: bool) -> list[str]:
-    """Per-stream rate control (capped VBR) and aligned IDRs: a keyframe is forced on the
-    same timestamps in every rung, and scene-cut keyframes are switched off so x264 never
-    adds one of its own between them."""
+def _rate_args(cfg: TranscodeConfig, i: int, plan: RenditionPlan) -> list[str]:
+    """Capped CRF ("quality"): x264 spends what the picture needs for CRF ``quality`` and
+    never more than the rung's ceiling over a 2x-ceiling VBV buffer, so slides cost a
+    fraction of the ceiling and noise or motion gets all of it. "bitrate": the old fixed
+    average with peaks up to 1.5x (kept as a fallback and the benchmark's baseline)."""
+    if cfg.rate_control == "quality" and plan.quality is not None:
+        ceiling = plan.video_kbps or 0
+        return [f"-crf:v:{i}", str(plan.quality), f"-maxrate:v:{i}", f"{ceiling}k",
+                f"-bufsize:v:{i}", f"{ceiling * QUALITY_BUFSIZE_FACTOR}k"]
+    return [f"-b:v:{i}", f"{plan.video_kbps}k", f"-maxrate:v:{i}", f"{plan.maxrate_kbps}k",
+            f"-bufsize:v:{i}", f"{plan.bufsize_kbps}k"]
+
+
+def _color_args(probe: ProbeResult) -> list[str]:
+    """Tone-mapped output says what it now is; without the tags players would take the
+    source's BT.2020/HLG description from nowhere and guess."""
+    if probe.video is None or not probe.video.hdr:
+        return []
+    return ["-color_primaries:v", "bt709", "-color_trc:v", "bt709", "-colorspace:v", "bt709",
+            "-color_range:v", "tv"]
+
+
+def audio_kbps(plans: Sequence[RenditionPlan]) -> int:
+    """The shared audio group's rate: the best any produced rung asked for."""
+    return max(p.audio_kbps for p in plans)
+
+
+def _encode_args(cfg: TranscodeConfig, plans: Sequence[RenditionPlan], audio: bool,
+                 grouped: bool = False) -> list[str]:
+    """Per-stream rate control and aligned IDRs: a keyframe is forced on the same
+    timestamps in every rung, and scene-cut keyframes are switched off so x264 never adds
+    one of its own between them."""
     args: list[str] = []
     video = [p for p in plans if p.has_video]
     if video:
@@ -145,13 +224,14 @@ def _encode_args(cfg: TranscodeConfig, plans: Sequence[RenditionPlan], audio: bo
                  "-force_key_frames:v", f"expr:gte(t,n_forced*{cfg.keyframe_interval})",
                  "-sc_threshold:v", "0", "-forced-idr:v", "1"]
         for i, p in enumerate(video):
-            args += [f"-b:v:{i}", f"{p.video_kbps}k", f"-maxrate:v:{i}", f"{p.maxrate_kbps}k",
-                     f"-bufsize:v:{i}", f"{p.bufsize_kbps}k",
-                     f"-g:v:{i}", str(_max_gop_frames(p, cfg))]
+            args += [*_rate_args(cfg, i, p), f"-g:v:{i}", str(_max_gop_frames(p, cfg))]
     if audio:
         args += ["-c:a", "aac", "-profile:a", "aac_low", "-ar", "48000", "-ac", "2"]
-        for i, p in enumerate(plans):
-            args += [f"-b:a:{i}", f"{p.audio_kbps}k"]
+        if grouped:
+            args += ["-b:a:0", f"{audio_kbps(plans)}k"]
+        else:
+            for i, p in enumerate(plans):
+                args += [f"-b:a:{i}", f"{p.audio_kbps}k"]
     if cfg.threads > 0:
         args += ["-threads", str(cfg.threads)]
     return args + ["-map_metadata", "-1", "-map_chapters", "-1",
@@ -170,13 +250,17 @@ def _hls_args(cfg: TranscodeConfig) -> list[str]:
     return args + ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", INIT_SEGMENT]
 
 
-def _hls_output(cfg: TranscodeConfig, plans: Sequence[RenditionPlan], audio: bool) -> list[str]:
-    if len(plans) == 1:
+def _hls_output(cfg: TranscodeConfig, plans: Sequence[RenditionPlan], audio: bool,
+                grouped: bool = False) -> list[str]:
+    if len(plans) == 1 and not grouped:
         name = plans[0].name
         return [*_hls_args(cfg), "-hls_segment_filename", f"{name}/{segment_pattern(cfg)}",
                 f"{name}/{MEDIA_PLAYLIST}"]
     streams = []
-    for i, p in enumerate(plans):
+    if grouped:  # video-only rungs + one audio rendition; the master is ours (playlists.py)
+        streams = [f"v:{i},agroup:{AUDIO_GROUP},name:{p.name}" for i, p in enumerate(plans)]
+        streams.append(f"a:0,agroup:{AUDIO_GROUP},name:{AUDIO_GROUP}")
+    for i, p in enumerate(plans if not grouped else ()):
         parts = ([f"v:{i}"] if p.has_video else []) + ([f"a:{i}"] if audio else [])
         streams.append(",".join(parts + [f"name:{p.name}"]))
     return [*_hls_args(cfg), "-hls_segment_filename", f"%v/{segment_pattern(cfg)}",
@@ -190,22 +274,32 @@ def _image_output(label: str, filename: str, quality: int) -> list[str]:
 
 def ladder_command(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[RenditionPlan],
                    poster: PosterPlan | None = None,
-                   storyboard: StoryboardPlan | None = None) -> list[str]:
+                   storyboard: StoryboardPlan | None = None,
+                   audio_plan: AudioPlan | None = None) -> list[str]:
     """One ffmpeg that decodes once and writes every rendition (plus poster and storyboard
-    sprite when given). Run it with the scratch directory as working directory."""
+    sprite when given). Run it with the scratch directory as working directory. With
+    ``cfg.audio_group`` the audio is written once, to the ``AUDIO_GROUP`` folder;
+    ``audio_plan`` (transcoder.loudness) maps channels and normalises loudness."""
     audio = probe.audio is not None
     cmd = _common_head(cfg, probe)
     if probe.video is None:
         if len(plans) != 1:
             raise ValueError("an audio-only source gets exactly one rendition")
-        return cmd + ["-map", f"0:{probe.audio.index}", "-vn",
+        chain = ["-af", audio_plan.filter(cfg)] if audio_plan is not None else []
+        return cmd + ["-map", f"0:{probe.audio.index}", "-vn", *chain,
                       *_encode_args(cfg, plans, audio=True), *_hls_output(cfg, plans, True)]
-    cmd += ["-filter_complex", _filter_graph(probe, plans, poster, storyboard)]
+    cmd += ["-filter_complex", _filter_graph(cfg, probe, plans, poster, storyboard,
+                                             audio_plan if audio else None)]
+    grouped = shares_audio(cfg, probe)
+    source_audio = f"0:{probe.audio.index}" if audio else ""
     for i in range(len(plans)):
         cmd += ["-map", f"[v{i}]"]
-        if audio:
-            cmd += ["-map", f"0:{probe.audio.index}"]
-    cmd += [*_encode_args(cfg, plans, audio), *_hls_output(cfg, plans, audio)]
+        if audio and not grouped:
+            cmd += ["-map", f"[a{i}]" if audio_plan is not None else source_audio]
+    if grouped:
+        cmd += ["-map", "[a0]" if audio_plan is not None else source_audio]
+    cmd += [*_encode_args(cfg, plans, audio, grouped), *_color_args(probe),
+            *_hls_output(cfg, plans, audio, grouped)]
     if poster is not None:
         cmd += _image_output("poster", poster.filename, 3)
     if storyboard is not None:
@@ -217,4 +311,5 @@ def rendition_commands(cfg: TranscodeConfig, probe: ProbeResult,
                        plans: Sequence[RenditionPlan]) -> list[list[str]]:
     """The naive alternative, one ffmpeg (one full decode) per rendition; the benchmark
     runs it to show what the shared decode saves."""
-    return [ladder_command(cfg, probe, [p]) for p in plans]
+    solo = dataclasses.replace(cfg, audio_group=False)  # no shared run writes the group
+    return [ladder_command(solo, probe, [p]) for p in plans]

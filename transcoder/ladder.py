@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Sequence
 
 from models.config import Rung, TranscodeConfig
 from transcoder.probe import ProbeResult
@@ -36,8 +37,9 @@ class RenditionPlan:
     width: int | None          # None for the audio-only rendition
     height: int | None
     fps: Fraction | None
-    video_kbps: int | None
+    video_kbps: int | None     # ceiling (rate_control "quality") or target ("bitrate")
     audio_kbps: int
+    quality: int | None = None  # x264 CRF under the ceiling
 
     @property
     def has_video(self) -> bool:
@@ -113,7 +115,7 @@ def plan_ladder(probe: ProbeResult, cfg: TranscodeConfig) -> list[RenditionPlan]
         names.add(name)
         w, h = (short, long) if portrait else (long, short)
         plans.append(RenditionPlan(name, w, h, output_fps(probe.video.fps, short),
-                                   rung.video_kbps, rung.audio_kbps))
+                                   rung.video_kbps, rung.audio_kbps, rung.quality))
     return plans
 
 
@@ -126,4 +128,23 @@ def _source_size_plan(probe: ProbeResult, cfg: TranscodeConfig) -> RenditionPlan
     short = min(w, h)
     kbps = max(MIN_VIDEO_KBPS, round(smallest.video_kbps * (short / smallest.height) ** 2))
     return RenditionPlan(f"{short}p", w, h, output_fps(probe.video.fps, short),
-                         min(kbps, smallest.video_kbps), smallest.audio_kbps)
+                         min(kbps, smallest.video_kbps), smallest.audio_kbps, smallest.quality)
+
+
+def lean_ladder(average_bps: Sequence[int], min_saving: float) -> list[bool]:
+    """Which rungs to keep (rungs largest first, by their *measured* average video bitrate).
+
+    A rung is worth listing only if it is clearly cheaper than the last kept rung above it: a
+    player that can fetch 480p at 90 % of the 720p cost can fetch the 720p, which looks
+    better. So a rung is dropped when it saves less than ``min_saving`` of that rung's bits;
+    the top rung is always kept, and 0 keeps everything. This happens with capped-CRF on easy
+    content (slides), where a small picture needs nearly as many bits per second for its text
+    as a larger one.
+    """
+    keep, above = [], None
+    for bps in average_bps:
+        drop = above is not None and min_saving > 0 and bps > above * (1.0 - min_saving)
+        keep.append(not drop)
+        if not drop:
+            above = bps
+    return keep

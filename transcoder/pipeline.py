@@ -7,7 +7,9 @@ call, whether it ends by success, timeout, ``should_stop()`` or an exception.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -22,13 +24,15 @@ from models.procs import preexec
 from transcoder import extras
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled
 from transcoder.ffmpeg import (
-    IFRAME_PLAYLIST, MASTER_PLAYLIST, MEDIA_PLAYLIST, ladder_command,
+    AUDIO_GROUP, IFRAME_PLAYLIST, MASTER_PLAYLIST, MEDIA_PLAYLIST, audio_kbps, ladder_command,
+    shares_audio,
 )
-from transcoder.ladder import RenditionPlan, plan_ladder
+from transcoder.ladder import RenditionPlan, lean_ladder, plan_ladder
+from transcoder.loudness import plan_audio
 from transcoder.playlists import (
-    AAC_LC, MediaPlaylist, Variant, average_bitrate, avc_codec_from_init, avc_codec_from_ts,
-    iframe_bitrates, iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist,
-    render_master,
+    AAC_LC, AudioRendition, MediaPlaylist, Variant, average_bitrate, avc_codec_from_init,
+    avc_codec_from_ts, iframe_bitrates, iframe_entries, parse_media_playlist, peak_bitrate,
+    render_iframe_playlist, render_master, with_audio,
 )
 from transcoder.probe import ProbeResult, probe, scan_video_packets
 from transcoder.progress import ProgressParser, estimate
@@ -68,7 +72,6 @@ def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
 
     ``probed`` is what the caller's own ``probe(source)`` found: the job probes first to set
     its time limit, and the file is not read twice. Without it this call probes.
-
     ``timeout`` bounds the whole call, probing and checking included (default:
     ``max(timeout_min, duration * timeout_factor)`` from ``cfg``). Raises ``InputRejected``
     (permanent), ``FfmpegFailed`` (transient) or its subclass ``TranscodeCancelled``; on any
@@ -85,12 +88,14 @@ def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
     plans = plan_ladder(info, cfg)
     poster = extras.plan_poster(info, plans)
     storyboard = extras.plan_storyboard(info, cfg)
-    for plan in plans:
-        (out_dir / plan.name).mkdir(exist_ok=True)
+    shared = shares_audio(cfg, info)
+    for name in [p.name for p in plans] + ([AUDIO_GROUP] if shared else []):
+        (out_dir / name).mkdir(exist_ok=True)
     if on_progress:
         on_progress(0.0, None)
-    run_ffmpeg(ladder_command(cfg, info, plans, poster, storyboard), out_dir, info.duration,
-               deadline, _scaled(on_progress, ENCODE_SHARE), stop)
+    audio_plan = plan_audio(cfg, info, max(1.0, deadline - time.monotonic()))
+    run_ffmpeg(ladder_command(cfg, info, plans, poster, storyboard, audio_plan), out_dir,
+               info.duration, deadline, _scaled(on_progress, ENCODE_SHARE), stop)
 
     made = []
     for plan in plans:
@@ -98,8 +103,16 @@ def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
         made.append(_describe(out_dir, plan, info, cfg, deadline))
     top = made[0]
     _check_complete(top.playlist, info)
+    made = _lean(out_dir, made, cfg)
+    group = None
+    if shared:
+        audio = _describe(out_dir, RenditionPlan(AUDIO_GROUP, None, None, None, None,
+                                                 audio_kbps(plans)), info, cfg, deadline)
+        made = [_with_shared_audio(m, audio) for m in made]
+        group = AudioRendition(audio.variant.uri, AUDIO_GROUP)
     (out_dir / MASTER_PLAYLIST).write_text(
-        render_master([m.variant for m in made], _playlist_version(cfg)), encoding="utf-8")
+        render_master([m.variant for m in made], _playlist_version(cfg), group),
+        encoding="utf-8")
 
     poster_name = None
     if poster is not None and _nonempty(out_dir / poster.filename):
@@ -254,6 +267,7 @@ class _Made:
     playlist: MediaPlaylist
     variant: Variant
     rendition: dict
+    sizes: tuple[int, ...] = ()
 
 
 def _describe(out_dir: Path, plan: RenditionPlan, info: ProbeResult, cfg: TranscodeConfig,
@@ -287,7 +301,27 @@ def _describe(out_dir: Path, plan: RenditionPlan, info: ProbeResult, cfg: Transc
     rendition = {"name": plan.name, "width": width, "height": height, "bandwidth": bandwidth,
                  "average_bandwidth": average, "codecs": variant.codecs,
                  "frame_rate": frame_rate, "playlist": uri}
-    return _Made(plan, playlist, variant, rendition)
+    return _Made(plan, playlist, variant, rendition, tuple(sizes))
+
+
+def _lean(out_dir: Path, made: list[_Made], cfg: TranscodeConfig) -> list[_Made]:
+    """Drop (and delete) rungs that add nothing over the rung above (ladder.lean_ladder)."""
+    keep = lean_ladder([m.variant.average_bandwidth for m in made], cfg.rung_min_saving)
+    for m, kept in zip(made, keep):
+        if not kept:
+            shutil.rmtree(out_dir / m.plan.name, ignore_errors=True)
+    return [m for m, kept in zip(made, keep) if kept]
+
+
+def _with_shared_audio(video: _Made, audio: _Made) -> _Made:
+    """A video rung's numbers once its audio comes from the shared group."""
+    target = video.playlist.target_duration or 1
+    peak, average = with_audio(video.variant.bandwidth, video.variant.average_bandwidth,
+                               [s.duration for s in audio.playlist.segments], audio.sizes,
+                               target)
+    variant = dataclasses.replace(video.variant, bandwidth=peak, average_bandwidth=average)
+    rendition = {**video.rendition, "bandwidth": peak, "average_bandwidth": average}
+    return dataclasses.replace(video, variant=variant, rendition=rendition)
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,16 @@ class Variant:
     iframe_codecs: str = ""
 
 
+@dataclass(frozen=True)
+class AudioRendition:
+    """The one audio rendition every variant shares (``EXT-X-MEDIA TYPE=AUDIO``)."""
+
+    uri: str
+    group_id: str
+    name: str = "Audio"
+    channels: int = 2
+
+
 def order_variants(variants: Sequence[Variant]) -> list[Variant]:
     """Nearest to 2 Mbit/s first (players start there before measuring), then the rest from
     the best down."""
@@ -226,8 +236,21 @@ def order_variants(variants: Sequence[Variant]) -> list[Variant]:
     return [first, *rest]
 
 
-def render_master(variants: Sequence[Variant], version: int) -> str:
+def with_audio(video_peak: int, video_average: int, audio_durations: Sequence[float],
+               audio_sizes: Sequence[int], target: float) -> tuple[int, int]:
+    """(BANDWIDTH, AVERAGE-BANDWIDTH) of a variant whose audio lives in a shared rendition:
+    RFC 8216 counts every rendition the variant plays, so the audio's own peak and average
+    (measured the same way) are added to the video's."""
+    return (video_peak + peak_bitrate(audio_durations, audio_sizes, target),
+            video_average + average_bitrate(audio_durations, audio_sizes))
+
+
+def render_master(variants: Sequence[Variant], version: int,
+                  audio: AudioRendition | None = None) -> str:
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if audio is not None:
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{audio.group_id}",NAME="{audio.name}",'
+                     f'DEFAULT=YES,AUTOSELECT=YES,CHANNELS="{audio.channels}",URI="{audio.uri}"')
     ordered = order_variants(variants)
     for v in ordered:
         attrs = [f"BANDWIDTH={v.bandwidth}", f"AVERAGE-BANDWIDTH={v.average_bandwidth}",
@@ -236,6 +259,8 @@ def render_master(variants: Sequence[Variant], version: int) -> str:
             attrs.append(f"RESOLUTION={v.resolution[0]}x{v.resolution[1]}")
         if v.frame_rate:
             attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
+        if audio is not None:
+            attrs.append(f'AUDIO="{audio.group_id}"')
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), v.uri]
     for v in ordered:
         if v.iframe_uri:

@@ -33,6 +33,7 @@ SNIFF_BYTES = 4096
 MIN_SIDE_PX = 16
 STDERR_LINES = 40
 FEED_CHUNK = 1 << 20
+HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 
 # Demuxers ffmpeg may detect but we refuse, described for the person who uploaded the file.
 _REFUSED_DESCRIPTIONS = MappingProxyType({
@@ -56,6 +57,18 @@ class VideoInfo:
     fps: Fraction
     interlaced: bool
     bit_rate: int | None
+    # Colour description as ffprobe names it (None when the file does not say); only
+    # compared with known names, never put into a filter graph as read.
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    color_space: str | None = None
+    rotation: int = 0
+
+    @property
+    def hdr(self) -> bool:
+        """PQ (HDR10, Dolby Vision 8.1) or HLG (iPhone, Dolby Vision 8.4) pictures, which look
+        washed out and dull when shown as BT.709 without tone mapping."""
+        return self.color_transfer in HDR_TRANSFERS
 
 
 @dataclass(frozen=True)
@@ -194,7 +207,15 @@ def _video_info(stream: dict) -> VideoInfo:
         width=width, height=height, fps=fps,
         interlaced=stream.get("field_order") in ("tt", "bb", "tb", "bt"),
         bit_rate=int(rate) if rate else None,
+        color_transfer=_tag(stream.get("color_transfer")),
+        color_primaries=_tag(stream.get("color_primaries")),
+        color_space=_tag(stream.get("color_space")),
+        rotation=_rotation(stream),
     )
+
+
+def _tag(value: object) -> str | None:
+    return str(value) if value not in (None, "", "unknown", "unspecified") else None
 
 
 def _pick(streams: list[dict], kind: str) -> dict | None:
