@@ -69,6 +69,14 @@ def parse_master(text: str) -> tuple[list[tuple[dict, str]], list[dict], list[st
     return variants, iframes, lines
 
 
+def audio_group_of(lines: list[str]) -> dict[str, str]:
+    """Attributes of the master's one EXT-X-MEDIA TYPE=AUDIO line."""
+    found = [parse_attributes(line.split(":", 1)[1]) for line in lines
+             if line.startswith("#EXT-X-MEDIA:")]
+    assert len(found) == 1 and found[0]["TYPE"] == "AUDIO", found
+    return found[0]
+
+
 def parse_media(text: str) -> dict:
     """Tags of a media playlist: segments as (duration, uri, byterange or None)."""
     tags: dict = {"segments": [], "lines": text.splitlines()}

@@ -16,7 +16,8 @@ from transcoder.ladder import plan_ladder
 from transcoder.probe import AudioInfo, ProbeResult, VideoInfo
 from tests.support.filtergraph import Graph, last, names
 
-CFG = TranscodeConfig()
+CFG = TranscodeConfig(rate_control="bitrate", audio_group=False)  # the fixed-bitrate ladder; the
+# quality ladder and the shared audio group: test_quality_commands.py
 
 
 def fake_probe(path="/up/load.mp4", audio=True, video=True, interlaced=False) -> ProbeResult:

@@ -20,7 +20,8 @@ from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled
 from transcoder.pipeline import TranscodeResult, transcode
 from transcoder.probe import probe
 from tests.transcoder.kit import (
-    all_output_bytes, ffmpeg_processes_in, ffprobe, mean_luma, parse_master, parse_media,
+    all_output_bytes, audio_group_of, ffmpeg_processes_in, ffprobe, mean_luma, parse_master,
+    parse_media,
     remeasure, streams, video_packets, with_init,
 )
 
@@ -89,7 +90,8 @@ def test_master_declares_what_was_produced(produced, tmp_path):
     for attrs, uri in variants:
         rendition = by_uri[uri]
         assert set(attrs) == {"BANDWIDTH", "AVERAGE-BANDWIDTH", "CODECS", "RESOLUTION",
-                              "FRAME-RATE"}
+                              "FRAME-RATE", "AUDIO"}
+        assert attrs["AUDIO"] == audio_group_of(lines)["GROUP-ID"]
         folder, media = media_of(out, rendition)
         video = output_video_stream(folder, media, tmp_path)
         assert attrs["RESOLUTION"] == f"{video['width']}x{video['height']}"
@@ -106,10 +108,17 @@ def test_master_declares_what_was_produced(produced, tmp_path):
 
 
 def test_declared_bandwidth_is_within_10_percent_of_a_remeasure(produced):
+    """A variant plays its video rung plus the shared audio rendition: both count."""
     _, out, result, _ = produced
+    _, _, lines = master_of(out)
+    audio_uri = audio_group_of(lines)["URI"]
+    audio_folder = (out / audio_uri).parent
+    audio_peak, audio_average = remeasure(
+        audio_folder, parse_media((out / audio_uri).read_text(encoding="utf-8")))
     for rendition in result.renditions:
         folder, media = media_of(out, rendition)
         peak, average = remeasure(folder, media)
+        peak, average = peak + audio_peak, average + audio_average
         assert rendition["bandwidth"] == pytest.approx(peak, rel=0.10)
         assert rendition["average_bandwidth"] == pytest.approx(average, rel=0.10)
 
@@ -400,7 +409,7 @@ def test_out_dir_holds_only_the_published_layout(produced):
     cfg, out, result, _ = produced
     top = sorted(p.name for p in out.iterdir())
     assert top == sorted(["master.m3u8", "poster.jpg", "storyboard.jpg", "storyboard.vtt",
-                          "360p", "240p"])
+                          "360p", "240p", "audio"])
     for rendition in result.renditions:
         names = {p.name for p in (out / rendition["name"]).iterdir()}
         assert {"index.m3u8", "iframes.m3u8"} <= names
