@@ -98,10 +98,10 @@ class Rung:
 
 DEFAULT_LADDER: tuple[Rung, ...] = (
     Rung("1080p", 1080, 5000, 160, 23),
-    Rung("720p", 720, 2800, 128, 23),
-    Rung("480p", 480, 1200, 128, 22),
-    Rung("360p", 360, 700, 96, 21),
-    Rung("240p", 240, 400, 96, 20),
+    Rung("720p", 720, 2800, 128, 22),
+    Rung("480p", 480, 1200, 128, 20),
+    Rung("360p", 360, 700, 96, 19),
+    Rung("240p", 240, 400, 96, 18),
 )
 RATE_CONTROLS: tuple[str, ...] = ("quality", "bitrate")
 TONEMAP_CURVES: tuple[str, ...] = ("mobius", "hable", "reinhard", "clip", "linear")
