@@ -44,10 +44,32 @@ class ServerConfig:
     max_connections_per_address: int = 64
 
 
+STORAGE_BACKENDS: tuple[str, ...] = ("file", "s3")
+MIN_PART_SIZE = 5 * 1024**2  # S3: every part but the last is at least 5 MiB...
+MAX_PART_SIZE = 5 * 1024**3  # ...and at most 5 GiB
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """``[storage.s3]``: the bucket tus uploads are stored in when ``[storage] backend = "s3"``.
+    Empty credentials or region fall back to the standard AWS environment variables."""
+
+    endpoint_url: str = ""
+    region: str = ""
+    bucket: str = ""
+    prefix: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    part_size: int = 8 * 1024**2
+    max_buffered_parts: int = 8
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     data_dir: Path = Path("var")
     fsync: bool = True
+    backend: str = "file"
+    s3: S3Config = field(default_factory=S3Config)
 
 
 @dataclass(frozen=True)
@@ -303,6 +325,19 @@ def _to_strs(value: Any, where: str, base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _to_s3(value: Any, where: str, base: Path) -> S3Config:
+    """A nested table (``[storage.s3]``): each key converted like a section's."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    types = get_type_hints(S3Config)
+    kwargs = {}
+    for key, item in value.items():
+        if key not in types:
+            raise ConfigError(f"{where} {key}: unknown key")
+        kwargs[key] = CONVERTERS[types[key]](item, f"{where}.{key}", base)
+    return S3Config(**kwargs)
+
+
 Converter = Callable[[Any, str, Path], Any]
 
 # How a TOML value becomes each field type the sections use. A new field type is one more row;
@@ -317,6 +352,7 @@ CONVERTERS: dict[Any, Converter] = {
     tuple[ApiToken, ...]: _to_tokens,
     tuple[int, ...]: _to_ints,
     tuple[str, ...]: _to_strs,
+    S3Config: _to_s3,
 }
 
 
@@ -385,7 +421,14 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
         if section not in _SECTIONS:
             raise ConfigError(f"{name}: unknown section [{section}]")
-        raw.setdefault(section, {})[key] = _parse_env_value(value)
+        key, _, subkey = key.partition("__")  # TUSFLOW_STORAGE__S3__BUCKET: a nested table's key
+        if subkey:
+            table = raw.setdefault(section, {}).setdefault(key, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{name}: [{section}] {key} is not a table")
+            table[subkey] = _parse_env_value(value)
+        else:
+            raw.setdefault(section, {})[key] = _parse_env_value(value)
 
     sections: dict[str, Any] = {}
     for section, values in raw.items():
@@ -416,6 +459,7 @@ def _validate(s: Settings) -> None:
     if s.transcode.segment_format not in ("fmp4", "ts"):
         raise ConfigError("[transcode] segment_format must be 'fmp4' or 'ts'")
     _check_transcode_quality(s.transcode)
+    _check_storage(s.storage)
     if s.cors.allow_credentials and "*" in s.cors.allow_origins:
         raise ConfigError("[cors] allow_credentials cannot be combined with allow_origins '*'")
     if s.webhooks.urls and not s.webhooks.secret:
@@ -424,6 +468,17 @@ def _validate(s: Settings) -> None:
     if unknown:
         raise ConfigError(f"[webhooks] events: unknown {sorted(unknown)}; known {list(WEBHOOK_EVENTS)}")
     _validate_auth(s.auth)
+
+
+def _check_storage(st: StorageConfig) -> None:
+    if st.backend not in STORAGE_BACKENDS:
+        raise ConfigError(f"[storage] backend must be one of {list(STORAGE_BACKENDS)}")
+    if not MIN_PART_SIZE <= st.s3.part_size <= MAX_PART_SIZE:
+        raise ConfigError("[storage.s3] part_size must be between 5 MiB and 5 GiB (S3's part limits)")
+    if st.s3.max_buffered_parts < 1:
+        raise ConfigError("[storage.s3] max_buffered_parts must be >= 1")
+    if st.backend == "s3" and not st.s3.bucket:
+        raise ConfigError("[storage.s3] bucket is required with [storage] backend = \"s3\"")
 
 
 def _validate_auth(a: AuthConfig) -> None:
