@@ -182,6 +182,7 @@ class Renderer:
         self.stream = stream
         self.model = ProgressModel()
         self.lock = threading.Lock()
+        self.media_states: dict[str, Any] = {}
 
     def __call__(self, event: Event) -> None:
         with self.lock:
@@ -193,6 +194,17 @@ class Renderer:
 
     def close(self) -> None:
         """Finish drawing; called once, before the summary is printed."""
+
+    def repeats_media_state(self, event: Event) -> bool:
+        """A media event that only repeats the file's last state (the watcher polls): the
+        line-based renderers say each state once."""
+        if event.kind != "media":
+            return False
+        key, state = event.file or "", event.data.get("state")
+        if self.media_states.get(key) == state:
+            return True
+        self.media_states[key] = state
+        return False
 
     def write(self, text: str) -> None:
         try:
@@ -215,13 +227,10 @@ class PlainRenderer(Renderer):
         super().__init__(stream)
         self.interval = interval
         self.last_total = time.monotonic()
-        self.media_states: dict[str, Any] = {}
 
     def handle(self, event: Event) -> None:
-        if event.kind == "media":
-            if self.media_states.get(event.file or "") == event.data.get("state"):
-                return
-            self.media_states[event.file or ""] = event.data.get("state")
+        if self.repeats_media_state(event):
+            return
         line = describe_event(event)
         if line:
             self.write(line + "\n")
@@ -247,7 +256,6 @@ class TtyRenderer(Renderer):
         self.fixed_width = width
         self.pending: list[str] = []
         self.drawn = 0
-        self.media_states: dict[str, Any] = {}
         encoding = (getattr(stream, "encoding", None) or "").lower()
         self.fill, self.empty = ("█", "░") if "utf" in encoding else ("#", "-")
         self._stop = threading.Event()
@@ -258,10 +266,8 @@ class TtyRenderer(Renderer):
     def handle(self, event: Event) -> None:
         if event.kind == "progress":
             return
-        if event.kind == "media":
-            if self.media_states.get(event.file or "") == event.data.get("state"):
-                return
-            self.media_states[event.file or ""] = event.data.get("state")
+        if self.repeats_media_state(event):
+            return
         line = describe_event(event)
         if line:
             self.pending.append(line)
