@@ -70,9 +70,13 @@ class LoopbackProxy:
                 self._server.close()
             await self._on_stop()
             current = asyncio.current_task()
-            for task in asyncio.all_tasks():  # open connections: end them, quietly
-                if task is not current:
-                    task.cancel()
+            open_connections = [t for t in asyncio.all_tasks() if t is not current]
+            for task in open_connections:  # end them, quietly: wait until each has unwound
+                task.cancel()
+            await asyncio.wait(open_connections, timeout=2) if open_connections else None
+            for task in open_connections:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved, so asyncio does not report it at exit
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
