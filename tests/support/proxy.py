@@ -73,7 +73,8 @@ class LoopbackProxy:
             open_connections = [t for t in asyncio.all_tasks() if t is not current]
             for task in open_connections:  # end them, quietly: wait until each has unwound
                 task.cancel()
-            await asyncio.wait(open_connections, timeout=2) if open_connections else None
+            if open_connections:
+                await asyncio.wait(open_connections, timeout=2)
             for task in open_connections:
                 if task.done() and not task.cancelled():
                     task.exception()  # retrieved, so asyncio does not report it at exit
