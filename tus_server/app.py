@@ -23,6 +23,7 @@ from tus_server.auth import setup as auth_setup
 from tus_server.context import AppContext
 from tus_server.metrics import Metrics
 from tus_server.publish import UploadLifecycle
+from tus_server.tus.draft import DraftHandler
 from tus_server.tus.events import FanOut, UploadEvents
 from tus_server.tus.handlers import AccessGuard, TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks
@@ -36,21 +37,24 @@ TUS_REQUEST_HEADERS = [
     "Content-Type", "Upload-Length", "Upload-Offset", "Tus-Resumable", "Upload-Metadata",
     "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum", "Upload-Incomplete",
     "Upload-Complete", "Upload-Draft-Interop-Version", "Cache-Control", "Range",
+    "Content-Disposition", "Repr-Digest", "Content-Digest", "Want-Repr-Digest",
 ]
 TUS_RESPONSE_HEADERS = [
     "Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata",
     "Upload-Concat", "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Extension",
     "Tus-Max-Size", "Tus-Checksum-Algorithm", "Link", "Content-Range", "Content-Length",
-    "WWW-Authenticate",
+    "WWW-Authenticate", "Upload-Complete", "Upload-Limit", "Upload-Draft-Interop-Version",
+    "Repr-Digest",
 ]
 
 
 def tus_handler(ctx: AppContext, events: UploadEvents, guard: AccessGuard | None = None) -> TusHandler:
     s = ctx.settings
     store = FileStore(ctx.layout, s.storage.fsync, ctx.executor)
-    return TusHandler(TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration),
-                                 store=store, locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout),
-                                 events=events, guard=guard, stopping=ctx.stopping))
+    tus = TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration), store=store,
+                     locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout), events=events,
+                     guard=guard, stopping=ctx.stopping)
+    return TusHandler(tus, draft=DraftHandler(tus))  # the IETF draft on the same endpoint
 
 
 def extra_routes(ctx: AppContext) -> list[BaseRoute]:

@@ -44,6 +44,7 @@ from uvicorn.server import ServerState
 
 from models.config import ConfigError, Settings
 from models.logs import event
+from tus_server import informational
 
 log = logging.getLogger("tusflow.http")
 
@@ -281,6 +282,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.awaiting_head = False
         self.guard.head_done()
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:  # a new request's cycle
+            informational.attach(self.cycle, informational.raw_writer(self.cycle))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -318,6 +321,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.guard.received(data, self._feed, self._head_pending)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and self.cycle.scope is self.scope:  # before its task runs
+            informational.attach(self.cycle, informational.h11_writer(self.cycle))
 
     def handle_websocket_upgrade(self, request: h11.Request) -> None:
         self.guard.closed()

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Protocol
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.config import Settings
 from models.tables import Upload
@@ -29,6 +29,7 @@ from models.clock import aware
 from tus_server.tus import errors as E
 from tus_server.tus import headers as H
 from tus_server.tus.body import BodyEnd, BodyReader, TrackedReceive
+from tus_server.tus.draft_headers import is_draft_request
 from tus_server.tus.events import UploadEvents
 from tus_server.tus.expiry import is_expired
 from tus_server.tus.locks import LockHandle, UploadLocks
@@ -74,8 +75,10 @@ class TusContext:
 
 
 class TusHandler:
-    def __init__(self, ctx: TusContext):
+    def __init__(self, ctx: TusContext, draft: ASGIApp | None = None):
         self.ctx = ctx
+        # Requests speaking the IETF resumable-upload draft on this endpoint (tus/draft.py).
+        self.draft = draft
         self.settings = ctx.settings
         self.base_path = ctx.settings.server.base_path.rstrip("/") + "/"
         self.max_size = ctx.settings.uploads.max_size
@@ -83,6 +86,9 @@ class TusHandler:
 
     # ------------------------------------------------------------------ ASGI entry point
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draft is not None and is_draft_request(Headers(scope=scope)):
+            await self.draft(scope, receive, send)
+            return
         started = time.perf_counter()
         tracked = TrackedReceive(receive)
         request = Request(scope, tracked)
