@@ -107,6 +107,28 @@ class WorkerConfig:
     reconcile_interval: float = 10.0
 
 
+LOCK_BACKENDS: tuple[str, ...] = ("auto", "file", "redis")
+
+
+@dataclass(frozen=True)
+class LocksConfig:
+    """``[locks]``: where per-upload locks live. "auto" is Redis when the upload bytes are
+    shared by several machines (``[storage] backend = "s3"``), else flock files in data_dir."""
+
+    backend: str = "auto"
+    lease: float = 8.0
+
+    def resolved(self, storage: "StorageConfig") -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "redis" if storage.backend == "s3" else "file"
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    public_base_url: str = ""
+
+
 @dataclass(frozen=True)
 class Rung:
     """One rendition of the ladder, named by its short side (``720p``)."""
@@ -219,6 +241,8 @@ class Settings:
     cors: CorsConfig = field(default_factory=CorsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    locks: LocksConfig = field(default_factory=LocksConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -468,6 +492,7 @@ def _validate(s: Settings) -> None:
     if unknown:
         raise ConfigError(f"[webhooks] events: unknown {sorted(unknown)}; known {list(WEBHOOK_EVENTS)}")
     _validate_auth(s.auth)
+    _check_locks(s)
 
 
 def _check_storage(st: StorageConfig) -> None:
@@ -479,6 +504,16 @@ def _check_storage(st: StorageConfig) -> None:
         raise ConfigError("[storage.s3] max_buffered_parts must be >= 1")
     if st.backend == "s3" and not st.s3.bucket:
         raise ConfigError("[storage.s3] bucket is required with [storage] backend = \"s3\"")
+
+
+def _check_locks(s: "Settings") -> None:
+    if s.locks.backend not in LOCK_BACKENDS:
+        raise ConfigError(f"[locks] backend must be one of {list(LOCK_BACKENDS)}")
+    if s.locks.lease <= 0:
+        raise ConfigError("[locks] lease must be > 0")
+    base = s.delivery.public_base_url
+    if base and not base.startswith(("http://", "https://")):
+        raise ConfigError("[delivery] public_base_url must start with http:// or https://")
 
 
 def _validate_auth(a: AuthConfig) -> None:
