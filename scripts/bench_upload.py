@@ -1,28 +1,44 @@
 #!/usr/bin/env python3
-"""Upload throughput of tusflow against a bare ASGI sink (scripts/sink_app.py), both under the
-same uvicorn settings (httptools, uvloop, one worker), on loopback, in the same run.
+"""Upload throughput of tusflow against @tus/server (with @tus/file-store, from package.json's
+devDependencies) and against the disk itself, all on loopback, interleaved in the same run.
 
-For each configuration it prints MB/s of both servers and the ratio tusflow/sink, the server's
-CPU seconds per GiB (utime+stime from /proc/<pid>/stat) and its peak RSS (VmHWM); then the RSS
-growth of tusflow during one 2 GiB PATCH. Configurations: one PATCH of 1 GiB; 1 GiB in 8 MiB
-PATCHes; 1, 4 and 16 concurrent uploads sharing 1 GiB. Runs once with [storage] fsync = false
-and once with true (the sink then fdatasyncs each request as tusflow does).
+Servers, each started once by this script on a free loopback port:
+
+- ``tusflow serve`` with ``[storage] fsync = true`` (the default) and a second one with false;
+- @tus/server + @tus/file-store under Node (``npm install`` first). It never fsyncs, so its
+  durability is that of tusflow with fsync = false: the fair comparison is the fsync-off one;
+- optionally (``--sink``) the bare ASGI sink of scripts/sink_app.py under uvicorn.
+
+Besides the servers, a trivial writer measures the disk's own durable rate for the same shape
+of work: the same bytes copied in the kernel from the source file, in the same chunks and the
+same number of parallel streams, writeback started per MiB and each chunk fdatasynced, so the
+durable tusflow figure can be read against what the disk allows on this machine at this moment.
+
+Configurations: 1 MiB, 8 MiB and whole-file PATCHes at 1, 4 and 16 concurrent uploads sharing
+``--gib`` GiB. Each is run ``--repeat`` times, the servers taking turns, and the median counts.
+For each it prints MB/s, the ratios against @tus/server, the server's CPU seconds per GiB
+(utime+stime of the server process from /proc/<pid>/stat, all threads), and the load average.
+Then the RSS growth of each server during one 2 GiB PATCH. ``--baseline DIR`` adds tusflow
+from another checkout (fsync off and on) as extra columns, to measure a change before and after.
 
 The client runs in its own process and sends request bodies with sendfile(2) from a file
-generated once, one thread per upload, so it is never the bottleneck.
+generated once, one thread per upload, so it is never the bottleneck. This is a benchmark, not
+a test: figures depend on the machine and on what else runs on it (see the load column).
 
-usage: .venv/bin/python scripts/bench_upload.py [--fsync both|true|false] [--repeat N] [--dir D]
+usage: .venv/bin/python scripts/bench_upload.py [--gib 1] [--repeat N] [--sink] [--baseline DIR] [--dir D]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +51,17 @@ REPO = Path(__file__).resolve().parents[1]
 GiB = 1 << 30
 MiB = 1 << 20
 TUSFLOW = str(Path(sys.executable).parent / "tusflow")
+
+# @tus/server with @tus/file-store, as its README sets it up; port 0, loopback only.
+NODE_SERVER = """
+import { Server } from "@tus/server";
+import { FileStore } from "@tus/file-store";
+const tus = new Server({ path: "/files", datastore: new FileStore({ directory: process.argv[1] }) });
+const http = tus.listen({ host: "127.0.0.1", port: 0 }, () => {
+  console.log(`tus-node listening on http://127.0.0.1:${http.address().port}/files`);
+});
+process.on("SIGTERM", () => http.close(() => process.exit(0)));
+"""
 
 
 # ------------------------------------------------------------------ client (separate process)
@@ -75,12 +102,12 @@ def _one_upload(base: str, kind: str, fd: int, file_offset: int, size: int, chun
     sock = socket.create_connection((parts.hostname, parts.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        if kind == "tusflow":
+        if kind == "tus":
             status, headers = _request(sock, "POST", parts.path, parts.netloc,
                                        {"Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Content-Length": "0"})
             assert status == 201, status
             path = urlsplit(headers["location"]).path
-        else:
+        else:  # the sink: every path is a file
             path = f"/{name}"
         offset = 0
         while offset < size:
@@ -88,29 +115,82 @@ def _one_upload(base: str, kind: str, fd: int, file_offset: int, size: int, chun
             status, headers = _request(sock, "PATCH", path, parts.netloc, {
                 "Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream",
                 "Upload-Offset": str(offset), "Content-Length": str(count)}, (fd, file_offset + offset, count))
-            assert status == 204, (status, headers)
+            assert status == 204, (status, headers, path, offset)
             offset += count
     finally:
         sock.close()
 
 
-def client_main(args: list[str]) -> None:
-    base, kind, data_file, total, chunk, concurrency = args
-    total_i, chunk_i, n = int(total), int(chunk), int(concurrency)
-    fd = os.open(data_file, os.O_RDONLY)
-    file_size = os.fstat(fd).st_size
-    each = total_i // n
-    threads = [threading.Thread(target=_one_upload, args=(base, kind, fd, (i * each) % max(1, file_size - each + 1),
-                                                          each, chunk_i, f"u{i}-{time.monotonic_ns()}"))
-               for i in range(n)]
+def _slices(file_size: int, total: int, n: int) -> list[tuple[int, int]]:
+    """(offset in the source file, size) of each of ``n`` uploads sharing ``total`` bytes."""
+    each = total // n
+    return [((i * each) % max(1, file_size - each + 1), each) for i in range(n)]
+
+
+def _run_threads(work: list[tuple]) -> float:  # type: ignore[type-arg]
     errors: list[BaseException] = []
+
+    def guarded(fn, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+    threads = [threading.Thread(target=guarded, args=item) for item in work]
     started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started
-    print(json.dumps({"bytes": each * n, "seconds": elapsed, "errors": len(errors)}), flush=True)
+    if errors:
+        raise SystemExit(f"{len(errors)} of {len(work)} streams failed: {errors[0]!r}")
+    return elapsed
+
+
+def client_main(args: list[str]) -> None:
+    base, kind, data_file, total, chunk, concurrency = args
+    fd = os.open(data_file, os.O_RDONLY)
+    slices = _slices(os.fstat(fd).st_size, int(total), int(concurrency))
+    elapsed = _run_threads([(_one_upload, base, kind, fd, off, size, int(chunk), f"u{i}-{time.monotonic_ns()}")
+                            for i, (off, size) in enumerate(slices)])
+    print(json.dumps({"bytes": sum(size for _, size in slices), "seconds": elapsed}), flush=True)
+
+
+# ------------------------------------------------------------------ the disk's own durable rate
+def _sync_file_range():  # type: ignore[no-untyped-def]
+    fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    fn.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+    return fn
+
+
+def _durable_stream(src: int, target: Path, file_offset: int, size: int, chunk: int) -> None:
+    sfr = _sync_file_range()
+    dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        done = 0
+        while done < size:
+            end = min(size, done + chunk)
+            while done < end:
+                n = os.copy_file_range(src, dst, min(MiB, end - done), file_offset + done, done)
+                sfr(dst, done, n, 2)  # SYNC_FILE_RANGE_WRITE
+                done += n
+            os.fdatasync(dst)
+    finally:
+        os.close(dst)
+
+
+def disk_rate(data_file: Path, folder: Path, total: int, chunk: int, concurrency: int) -> dict:
+    """The same bytes, chunks and streams as an upload configuration, written durably by the
+    simplest possible writer (in the kernel, no network, no protocol)."""
+    src = os.open(data_file, os.O_RDONLY)
+    try:
+        slices = _slices(os.fstat(src).st_size, total, concurrency)
+        elapsed = _run_threads([(_durable_stream, src, folder / f"d{i}", off, size, chunk)
+                                for i, (off, size) in enumerate(slices)])
+    finally:
+        os.close(src)
+    nbytes = sum(size for _, size in slices)
+    return {"bytes": nbytes, "seconds": elapsed, "mbps": nbytes / elapsed / 1e6, "cpu_per_gib": float("nan")}
 
 
 # ------------------------------------------------------------------ server side measurements
@@ -131,20 +211,28 @@ def reset_peak(pid: int) -> None:
         pass
 
 
+def load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 class Server:
-    def __init__(self, argv: list[str], pattern: str, env: dict[str, str] | None = None):
+    def __init__(self, name: str, kind: str, argv: list[str], pattern: str, data: list[Path],
+                 cwd: Path | None = None, env: dict[str, str] | None = None):
+        self.name, self.kind, self.data = name, kind, data
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+                                     cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True)
         deadline = time.monotonic() + 60
         assert self.proc.stdout is not None
+        seen: list[str] = []
         while True:
             line = self.proc.stdout.readline()
+            seen.append(line)
             match = re.search(pattern, line)
             if match:
                 self.url = match.group(1)
                 break
             if not line and self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {argv}")
+                raise RuntimeError(f"{name} did not start: {argv}\n{''.join(seen)[-2000:]}")
         threading.Thread(target=self._drain, daemon=True).start()
         self.pid = self.proc.pid
 
@@ -152,6 +240,12 @@ class Server:
         assert self.proc.stdout is not None
         for _ in self.proc.stdout:
             pass
+
+    def clean(self) -> None:
+        for folder in self.data:
+            for path in folder.glob("*"):
+                if path.is_file():
+                    path.unlink()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -163,6 +257,36 @@ class Server:
                 self.proc.wait(5)
 
 
+def tusflow_server(work: Path, fsync: bool, code: Path | None = None) -> Server:
+    """``code``: run the tusflow packages found there (another checkout) instead of this one's."""
+    label = f"{'base ' if code else ''}fsync {'on' if fsync else 'off'}"
+    folder = work / f"tusflow-{label.replace(' ', '-')}"
+    folder.mkdir(parents=True)
+    config = folder / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{folder / "var"}"\nfsync = {str(fsync).lower()}\n'
+                      f'[uploads]\nmax_size = {4 * GiB}\nexpiration = 3600\n[redis]\nurl = "redis://127.0.0.1:1"\n')
+    return Server(f"tusflow {label}", "tus", [TUSFLOW, "serve", "--config", str(config), "--port", "0"],
+                  r"tusflow listening on (http://\S+)", [folder / "var" / "uploads", folder / "var" / "originals"],
+                  env={"PYTHONPATH": str(code)} if code else None)
+
+
+def node_server(work: Path) -> Server:
+    node = shutil.which("node")
+    if node is None or not (REPO / "node_modules" / "@tus" / "server").is_dir():
+        raise SystemExit("@tus/server is not installed: run `npm install` in the repository first")
+    folder = work / "tus-node"
+    folder.mkdir(parents=True)
+    return Server("@tus/server", "tus", [node, "--input-type=module", "-e", NODE_SERVER, str(folder)],
+                  r"tus-node listening on (http://\S+)", [folder], cwd=REPO)
+
+
+def sink_server(work: Path, fsync: bool) -> Server:
+    folder = work / f"sink-{fsync}"
+    return Server(f"sink fsync {'on' if fsync else 'off'}", "sink",
+                  [sys.executable, str(REPO / "scripts" / "sink_app.py"), "--dir", str(folder), "--port", "0"]
+                  + (["--fsync"] if fsync else []), r"sink listening on (http://\S+)", [folder])
+
+
 def run_client(base: str, kind: str, data_file: Path, total: int, chunk: int, concurrency: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--client", base, kind, str(data_file), str(total), str(chunk),
                           str(concurrency)], capture_output=True, text=True, timeout=1800)
@@ -171,24 +295,24 @@ def run_client(base: str, kind: str, data_file: Path, total: int, chunk: int, co
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(server: Server, kind: str, data_file: Path, total: int, chunk: int, concurrency: int,
-            clean: list[Path]) -> dict:
-    for folder in clean:
-        for path in folder.glob("*"):
-            if path.is_file():
-                path.unlink()
-    subprocess.run(["sync"], check=False)
-    reset_peak(server.pid)
+def measure(server: Server, data_file: Path, total: int, chunk: int, concurrency: int) -> dict:
+    server.clean()
+    subprocess.run(["sync"], check=False)  # no earlier run's dirty pages are written on our time
     cpu0 = cpu_seconds(server.pid)
-    result = run_client(server.url, kind, data_file, total, chunk, concurrency)
+    try:
+        result = run_client(server.url, server.kind, data_file, total, chunk, concurrency)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{server.name}: {exc}") from None
     cpu = cpu_seconds(server.pid) - cpu0
-    result.update(mbps=result["bytes"] / result["seconds"] / 1e6, cpu_per_gib=cpu / (result["bytes"] / GiB),
-                  peak_rss_mib=status_kib(server.pid, "VmHWM") / 1024)
+    result.update(mbps=result["bytes"] / result["seconds"] / 1e6, cpu_per_gib=cpu / (result["bytes"] / GiB))
+    server.clean()
     return result
 
 
 def rss_growth(server: Server, data_file: Path, size: int) -> float:
     """RSS growth of the server during one PATCH of ``size`` bytes, sampled every 20 ms."""
+    run_client(server.url, server.kind, data_file, MiB, MiB, 1)  # warm-up: imports, first buffers
+    server.clean()
     before = status_kib(server.pid, "VmRSS")
     peak = [before]
     stop = threading.Event()
@@ -200,58 +324,73 @@ def rss_growth(server: Server, data_file: Path, size: int) -> float:
     reset_peak(server.pid)
     t = threading.Thread(target=sample, daemon=True)
     t.start()
-    run_client(server.url, "tusflow", data_file, size, size, 1)
+    run_client(server.url, server.kind, data_file, size, size, 1)
     stop.set()
     t.join()
     peak[0] = max(peak[0], status_kib(server.pid, "VmHWM"))
+    server.clean()
     return (peak[0] - before) / 1024
 
 
-CONFIGS = [  # name, total, chunk, concurrency
-    ("1 PATCH of 1 GiB", GiB, GiB, 1),
-    ("1 GiB in 8 MiB PATCHes", GiB, 8 * MiB, 1),
-    ("1 upload", GiB, GiB, 1),
-    ("4 concurrent uploads", GiB, GiB, 4),
-    ("16 concurrent uploads", GiB, GiB, 16),
-]
+def configs(total: int) -> list[tuple[str, int, int]]:
+    """(name, chunk, concurrency); a chunk of ``total`` means each upload is one PATCH."""
+    out = []
+    for chunk_name, chunk in (("1 MiB", MiB), ("8 MiB", 8 * MiB), ("whole", total)):
+        for n in (1, 4, 16):
+            out.append((f"{chunk_name} x{n}", chunk, n))
+    return out
 
 
-def bench(fsync: bool, work: Path, data_file: Path, repeat: int) -> None:
-    tus_dir, sink_dir = work / f"tus-{fsync}", work / f"sink-{fsync}"
-    shutil.rmtree(tus_dir, ignore_errors=True)
-    shutil.rmtree(sink_dir, ignore_errors=True)
-    tus_dir.mkdir(parents=True)
-    config = tus_dir / "config.toml"
-    config.write_text(f'[storage]\ndata_dir = "{tus_dir / "var"}"\nfsync = {"true" if fsync else "false"}\n'
-                      f'[uploads]\nmax_size = {4 * GiB}\nexpiration = 3600\n[redis]\nurl = "redis://127.0.0.1:1"\n')
-    tus = Server([TUSFLOW, "serve", "--config", str(config), "--port", "0"], r"tusflow listening on (http://\S+)")
-    sink = Server([sys.executable, str(REPO / "scripts" / "sink_app.py"), "--dir", str(sink_dir), "--port", "0"]
-                  + (["--fsync"] if fsync else []), r"sink listening on (http://\S+)")
-    clean_tus = [tus_dir / "var" / "uploads", tus_dir / "var" / "originals"]
+def bench(work: Path, data_file: Path, total: int, repeat: int, with_sink: bool,
+          baseline: Path | None) -> None:
+    servers = [node_server(work), tusflow_server(work, False), tusflow_server(work, True)]
+    extra = []
+    if with_sink:
+        extra += [sink_server(work, False), sink_server(work, True)]
+    if baseline is not None:
+        extra += [tusflow_server(work, False, baseline), tusflow_server(work, True, baseline)]
+    servers += extra
+    disk_dir = work / "disk"
+    disk_dir.mkdir()
+    node, off, on = servers[:3]
     try:
-        print(f"\n[storage] fsync = {str(fsync).lower()}")
-        # first, on a fresh server after one small warm-up upload: nothing earlier has grown it
-        run_client(tus.url, "tusflow", data_file, MiB, MiB, 1)
-        growth = rss_growth(tus, data_file, 2 * GiB)
-        print(f"tusflow RSS growth during one 2 GiB PATCH (fresh server): {growth:.1f} MiB", flush=True)
-        print(f"{'configuration':<26}{'sink MB/s':>10}{'tusflow MB/s':>14}{'ratio':>7}"
-              f"{'CPU s/GiB sink':>16}{'CPU s/GiB tus':>15}{'peak RSS MiB sink':>19}{'tus':>6}")
-        for name, total, chunk, concurrency in CONFIGS:
-            best: dict[str, dict] = {}
+        print(f"{total / GiB:g} GiB per configuration, median of {repeat}, load before: "
+              f"{Path('/proc/loadavg').read_text().strip()}\n", flush=True)
+        head = (f"{'config':<12}{'tus-node':>9}{'off':>7}{'on':>7}{'disk':>7}{'off/node':>9}{'on/node':>8}"
+                f"{'on/off':>7}{'on/disk':>8}   {'CPU s/GiB node':>14}{'off':>6}{'on':>6}{'load':>6}")
+        for server in extra:
+            head += f"{server.name.removeprefix('tusflow '):>16}"
+        print("MB/s; off/on = tusflow with [storage] fsync = false/true; disk = durable writer\n" + head, flush=True)
+        for name, chunk, n in configs(total):
+            runs: dict[str, list[dict]] = {s.name: [] for s in servers}
+            runs["disk"] = []
+            loads = [load()]
             for _ in range(repeat):
-                for kind, server, clean in (("sink", sink, [sink_dir]), ("tusflow", tus, clean_tus)):
-                    r = measure(server, kind, data_file, total, chunk, concurrency, clean)
-                    if kind not in best or r["mbps"] > best[kind]["mbps"]:
-                        best[kind] = r
-            s, t = best["sink"], best["tusflow"]
-            print(f"{name:<26}{s['mbps']:>10.0f}{t['mbps']:>14.0f}{t['mbps'] / s['mbps']:>7.2f}"
-                  f"{s['cpu_per_gib']:>16.2f}{t['cpu_per_gib']:>15.2f}{s['peak_rss_mib']:>19.0f}"
-                  f"{t['peak_rss_mib']:>6.0f}", flush=True)
+                for server in servers:
+                    runs[server.name].append(measure(server, data_file, total, chunk, n))
+                for path in disk_dir.glob("*"):
+                    path.unlink()
+                subprocess.run(["sync"], check=False)
+                runs["disk"].append(disk_rate(data_file, disk_dir, total, chunk, n))
+                for path in disk_dir.glob("*"):
+                    path.unlink()
+                loads.append(load())
+            med = {key: statistics.median(r["mbps"] for r in rs) for key, rs in runs.items()}
+            cpu = {key: statistics.median(r["cpu_per_gib"] for r in rs) for key, rs in runs.items()}
+            row = (f"{name:<12}{med[node.name]:>9.0f}{med[off.name]:>7.0f}{med[on.name]:>7.0f}{med['disk']:>7.0f}"
+                   f"{med[off.name] / med[node.name]:>9.2f}{med[on.name] / med[node.name]:>8.2f}"
+                   f"{med[on.name] / med[off.name]:>7.2f}{med[on.name] / med['disk']:>8.2f}   "
+                   f"{cpu[node.name]:>14.2f}{cpu[off.name]:>6.2f}{cpu[on.name]:>6.2f}{max(loads):>6.1f}")
+            for server in extra:
+                row += f"{med[server.name]:>16.0f}"
+            print(row, flush=True)
+        print("\nRSS growth during one 2 GiB PATCH (after a 1 MiB warm-up upload):", flush=True)
+        for server in (node, off, on):
+            print(f"  {server.name:<16}{rss_growth(server, data_file, 2 * GiB):>7.1f} MiB", flush=True)
+        print(f"load after: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     finally:
-        tus.stop()
-        sink.stop()
-        shutil.rmtree(tus_dir, ignore_errors=True)
-        shutil.rmtree(sink_dir, ignore_errors=True)
+        for server in servers:
+            server.stop()
 
 
 def main() -> None:
@@ -259,24 +398,27 @@ def main() -> None:
         client_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fsync", choices=["both", "true", "false"], default="both")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the best counts")
+    parser.add_argument("--gib", type=float, default=0.25,
+                        help="GiB uploaded per configuration and run (default 0.25; 1 for the full run)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the median counts")
+    parser.add_argument("--sink", action="store_true", help="also run the bare ASGI sink (scripts/sink_app.py)")
+    parser.add_argument("--baseline", type=Path, help="also run the tusflow packages of another checkout "
+                        "(e.g. `git archive <rev> models tus_server transcoder | tar -x -C DIR`), fsync off and on")
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one under /tmp)")
     args = parser.parse_args()
-    work = args.dir or Path(tempfile.mkdtemp(prefix="tusflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    total = int(args.gib * GiB) // (16 * MiB) * (16 * MiB)  # whole MiB for every upload at x16
+    if total <= 0:
+        raise SystemExit("--gib is too small")
+    work = Path(tempfile.mkdtemp(prefix="tusflow-bench-", dir=args.dir))
     data_file = work / "source.bin"
-    if not data_file.exists() or data_file.stat().st_size < 2 * GiB:
-        with open(data_file, "wb") as f:
-            block = os.urandom(64 * MiB)
-            for i in range(32):  # 2 GiB, every 64 MiB block different
-                f.write(bytes([i]) + block[1:])
+    with open(data_file, "wb") as f:
+        block = os.urandom(64 * MiB)
+        for i in range(max(32, -(-total // (64 * MiB)))):  # >= 2 GiB, every 64 MiB block different
+            f.write(bytes([i % 256]) + block[1:])
     try:
-        for fsync in ([False, True] if args.fsync == "both" else [args.fsync == "true"]):
-            bench(fsync, work, data_file, args.repeat)
+        bench(work, data_file, total, args.repeat, args.sink, args.baseline)
     finally:
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
