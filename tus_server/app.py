@@ -24,11 +24,11 @@ from tus_server.context import AppContext
 from tus_server.metrics import Metrics
 from tus_server.publish import UploadLifecycle
 from tus_server.tus.draft import DraftHandler
+from tus_server.tus.datastore import UploadStore, open_store
 from tus_server.tus.events import FanOut, UploadEvents
 from tus_server.tus.handlers import AccessGuard, TusContext, TusHandler
 from tus_server.tus.locks import UploadLocks
 from tus_server.tus.repo import UploadRepo
-from tus_server.tus.store import FileStore
 
 CONFIG_ENV = "TUSFLOW_CONFIG_FILE"
 
@@ -48,9 +48,9 @@ TUS_RESPONSE_HEADERS = [
 ]
 
 
-def tus_handler(ctx: AppContext, events: UploadEvents, guard: AccessGuard | None = None) -> TusHandler:
+def tus_handler(ctx: AppContext, store: UploadStore, events: UploadEvents,
+                guard: AccessGuard | None = None) -> TusHandler:
     s = ctx.settings
-    store = FileStore(ctx.layout, s.storage.fsync, ctx.executor)
     tus = TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration), store=store,
                      locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout), events=events,
                      guard=guard, stopping=ctx.stopping)
@@ -69,8 +69,9 @@ def create_app(settings: Settings) -> Starlette:
     auth = auth_setup.build(settings, ctx.engine)  # who may do what: see tus_server/auth
     # The one seam from upload to worker: publishing first (its headers answer the client),
     # then the counts, so an upload is counted as completed only once it is handed on.
-    events = FanOut(UploadLifecycle(ctx), metrics.upload_events())
-    tus_app = auth.tus_endpoint(tus_handler(ctx, events, auth.guard))  # refusals before any body byte
+    store = open_store(settings, ctx.layout, ctx.executor)  # [storage] backend: file or s3
+    events = FanOut(UploadLifecycle(ctx, store), metrics.upload_events())
+    tus_app = auth.tus_endpoint(tus_handler(ctx, store, events, auth.guard))  # refusals before any body byte
     # The collection answers without its trailing slash too: a redirect would drop tus headers.
     routes: list[BaseRoute] = [Route(base, endpoint=tus_app), Mount(base, app=tus_app)]
     routes.extend(auth.routes)

@@ -6,7 +6,8 @@ tus endpoint to transcoding and webhooks; the handler calls it and imports none 
 Inside the transaction that records completion a Media row is written in state ``queued`` with
 ``enqueued_at`` empty: that row is the durable intent to transcode, and the ``upload.completed``
 webhook is recorded in the same transaction (``models.outbox``), so it exists exactly when the
-completion does. After the commit the bytes are renamed into originals/, the transcode job is
+completion does. After the commit the store publishes the bytes into originals (the file store
+renames them; the S3 store completed them on that key already), the transcode job is
 enqueued and the webhook delivery woken; if Redis is down the row stays un-enqueued and the
 reconciler (and the webhook sweep) pick it up later, so nothing is lost between the two.
 """
@@ -25,6 +26,7 @@ from models.tables import Media, Upload
 from transcoder import webhooks
 from transcoder.queue import enqueue_transcode
 from tus_server.context import AppContext
+from tus_server.tus.datastore import UploadStore
 from tus_server.tus.events import NoEvents
 
 log = logging.getLogger("tusflow.publish")
@@ -38,8 +40,9 @@ class UploadLifecycle(NoEvents):
     """Created → ``upload.created`` webhook; completed → media row, original, transcode job and
     ``upload.completed`` webhook. Body progress and termination start nothing here."""
 
-    def __init__(self, ctx: AppContext):
+    def __init__(self, ctx: AppContext, store: UploadStore):
         self.ctx = ctx
+        self.store = store
 
     async def created(self, upload: Upload) -> None:
         # Partials are skipped by announce_upload: the platform hears of their final instead.
@@ -50,7 +53,7 @@ class UploadLifecycle(NoEvents):
         meta = stored_metadata(upload.metadata_raw)
         filename = meta.text("filename") or meta.text("name")
         title = meta.text("title") or _title_from(filename) or "Untitled video"
-        original = self.ctx.layout.relative(self.ctx.layout.original_file(upload.id))
+        original = self.store.published_path(upload.id)
         session.get(Upload, upload.id).storage_path = original  # type: ignore[union-attr]
         if session.get(Media, upload.id) is None:
             session.add(Media(id=upload.id, owner=upload.owner, title=title[:300],
@@ -61,8 +64,7 @@ class UploadLifecycle(NoEvents):
         outbox.record(session, self.ctx.settings, "upload.completed", outbox.upload_data(row), subject=upload.id)
 
     async def completed(self, upload: Upload) -> dict[str, str]:
-        await anyio.to_thread.run_sync(self.ctx.layout.finalize, upload.id)
-        upload.storage_path = self.ctx.layout.relative(self.ctx.layout.original_file(upload.id))
+        upload.storage_path = await self.store.publish(upload)
         await anyio.to_thread.run_sync(self._enqueue, upload.id)
         await anyio.to_thread.run_sync(self._wake_webhooks, upload.id)
         return media_link(upload.id)
