@@ -84,6 +84,9 @@ class UploadsConfig:
     max_metadata_size: int = 4096
     max_metadata_pairs: int = 32
     client_chunk_size: int = 8 * 1024**2
+    max_concat_parts: int = 200
+    min_rate: int = 1024
+    min_rate_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,8 @@ class AuthConfig:
     quota_bytes_total: int = 0
     precreate_hook_url: str = ""
     precreate_hook_timeout: float = 5.0
+    creations_per_minute_per_user: int = 60
+    creations_per_minute_per_address: int = 120
 
 
 @dataclass(frozen=True)
@@ -480,6 +485,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("[server] base_path must start with '/'")
     if s.uploads.max_size < 0:
         raise ConfigError("[uploads] max_size must be >= 0")
+    if s.uploads.max_concat_parts < 1:
+        raise ConfigError("[uploads] max_concat_parts must be >= 1")
+    if s.uploads.min_rate < 0 or s.uploads.min_rate_window <= 0:
+        raise ConfigError("[uploads] min_rate must be >= 0 (0 = off) and min_rate_window > 0")
     if s.transcode.segment_format not in ("fmp4", "ts"):
         raise ConfigError("[transcode] segment_format must be 'fmp4' or 'ts'")
     _check_transcode_quality(s.transcode)
@@ -525,6 +534,8 @@ def _validate_auth(a: AuthConfig) -> None:
         raise ConfigError("[auth] playback_ttl and precreate_hook_timeout must be > 0, jwt_leeway >= 0")
     if a.quota_bytes_per_day < 0 or a.quota_bytes_total < 0:
         raise ConfigError("[auth] quotas must be >= 0 (0 = no quota)")
+    if a.creations_per_minute_per_user < 0 or a.creations_per_minute_per_address < 0:
+        raise ConfigError("[auth] creations_per_minute_* must be >= 0 (0 = no limit)")
     for key in ("jwt_hs256_secret", "playback_signing_key"):
         if 0 < len(getattr(a, key)) < 32:
             raise ConfigError(f"[auth] {key} must be at least 32 characters (256 bits for HMAC-SHA256)")

@@ -1,9 +1,14 @@
-"""Quota math, from the rows the tus handler writes."""
+"""Quota math, from the rows the tus handler writes; then the quota through the real app:
+finals, concatenation limits and creations racing each other."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
 
+import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -13,6 +18,9 @@ from models.tables import Media, Upload
 from tus_server.auth.errors import AuthError
 from tus_server.auth.principal import Principal
 from tus_server.auth.quota import Limits, Usage, check_quota, check_size, day_start, effective_max_size, usage_of
+from tests.support.credentials import ALICE_TOKEN, BOB_TOKEN
+from .apphelp import TUS, MakeClient, bearer, count_rows, create, make_client, new_upload, patch  # noqa: F401
+from .hookserver import HookServer
 
 ALICE = Principal("alice")
 NOW = datetime(2030, 5, 17, 15, 30, tzinfo=timezone.utc)
@@ -64,11 +72,12 @@ def test_day_starts_at_midnight_utc(engine: Engine) -> None:
     assert usage(engine).today == 10
 
 
-def test_partials_count_once_and_finals_do_not_count_today(engine: Engine) -> None:
+def test_finals_count_today_and_in_total_like_their_partials(engine: Engine) -> None:
     add(engine, length=60, concat="partial", complete=True)
     add(engine, length=40, concat="partial")
     add(engine, length=100, concat="final;/files/a /files/b", complete=True, media=True)
-    assert usage(engine) == Usage(today=100, total=200)  # partials on disk until they expire
+    # the final is a second copy the server wrote and keeps; partials stay until they expire
+    assert usage(engine) == Usage(today=200, total=200)
 
 
 def test_check_quota_refuses_with_numbers() -> None:
@@ -102,3 +111,109 @@ def test_max_size_claim_lowers_the_global_limit_only() -> None:
     with pytest.raises(AuthError) as err:
         check_size(small, 1001, 10**9)
     assert err.value.status == 413 and "1000 B you may upload" in err.value.message
+
+
+# --------------------------------------------------------------------------- through the real app
+# Concatenation and concurrent creations, as a client does them (issue 14, items 2 and 3).
+
+async def partial(client: httpx.AsyncClient, data: bytes, token: str = ALICE_TOKEN) -> str:
+    part = await new_upload(client, token, len(data), Upload_Concat="partial")
+    assert (await patch(client, token, part, 0, data)).status_code == 204
+    return part
+
+
+async def final(client: httpx.AsyncClient, parts: list[str], token: str = ALICE_TOKEN) -> httpx.Response:
+    concat = "final;" + " ".join(f"/files/{p}" for p in parts)
+    return await client.post("/files/", headers={**TUS, **bearer(token), "Upload-Concat": concat})
+
+
+async def test_finals_count_against_the_daily_quota(make_client: MakeClient) -> None:
+    client = await make_client(auth={"quota_bytes_per_day": 1000})
+    part = await partial(client, b"p" * 400)
+    assert (await final(client, [part])).status_code == 201  # 800 of 1000
+    before = count_rows(client)
+    r = await final(client, [part])  # the same partial again: 400 more bytes stored
+    assert r.status_code == 413 and r.headers["tus-resumable"] == "1.0.0"
+    assert "daily upload quota exceeded: 800 B uploaded today" in r.text
+    assert count_rows(client) == before
+    assert (await final(client, [part], BOB_TOKEN)).status_code == 404  # not bob's to copy
+
+
+async def test_finals_count_against_the_total_quota(make_client: MakeClient) -> None:
+    client = await make_client(auth={"quota_bytes_total": 1000})
+    part = await partial(client, b"p" * 300)
+    assert (await final(client, [part])).status_code == 201
+    assert (await final(client, [part])).status_code == 201  # 900 of 1000 stored
+    r = await final(client, [part])
+    assert r.status_code == 413 and "storage quota exceeded: 900 B used" in r.text
+
+
+async def test_a_partial_listed_many_times_is_refused_before_a_byte_is_copied(make_client: MakeClient) -> None:
+    """The review's amplification: one 1 KiB partial listed 10,000 times (a 390 KiB header)."""
+    client = await make_client(auth={"quota_bytes_per_day": 1 << 20})
+    part = await partial(client, b"k" * 1024)
+    before = count_rows(client)
+    r = await final(client, [part] * 10_000)
+    assert r.status_code == 400 and "Upload-Concat is longer than" in r.text
+    r = await final(client, [part] * 12)  # a short header, the same partial twelve times
+    assert r.status_code == 400 and r.text == f"partial upload {part} is listed more than once\n"
+    assert count_rows(client) == before
+
+
+async def test_number_of_parts_is_capped_and_head_of_a_final_stays_short(make_client: MakeClient) -> None:
+    client = await make_client(uploads={"max_concat_parts": 3})
+    parts = [await partial(client, bytes([65 + i]) * 2) for i in range(4)]
+    r = await final(client, parts)
+    assert r.status_code == 400
+    assert r.text == "Upload-Concat final lists 4 partial uploads; at most 3 are allowed\n"
+    # absolute URLs with a long query each: HEAD answers this server's short paths
+    long = "final;" + " ".join(f"http://testserver/files/{p}?{'q' * 900}" for p in parts[:3])
+    r = await client.post("/files/", headers={**TUS, **bearer(ALICE_TOKEN), "Upload-Concat": long})
+    assert r.status_code == 201, r.text
+    head = await client.head(r.headers["location"], headers={**TUS, **bearer(ALICE_TOKEN)})
+    assert head.headers["upload-concat"] == "final;" + " ".join(f"/files/{p}" for p in parts[:3])
+    assert head.headers["upload-length"] == "6"
+
+
+@pytest.fixture
+def hook() -> Iterator[HookServer]:
+    server = HookServer()
+    yield server
+    server.close()
+
+
+async def test_two_creations_at_the_same_instant_cannot_both_pass_the_quota(make_client: MakeClient,
+                                                                          hook: HookServer) -> None:
+    """The platform's pre-create hook answers neither request until both have asked, so both
+    have passed the up-front quota check before either row exists: only the atomic check at
+    insertion can refuse one. Runs on SQLite and, with TUSFLOW_TEST_DATABASE=postgres, on
+    PostgreSQL."""
+    both_asked = threading.Barrier(2, timeout=10)
+
+    def platform(body: dict[str, Any]) -> tuple[int, Any]:
+        both_asked.wait()
+        return 200, None
+    hook.respond = platform
+    client = await make_client(auth={"quota_bytes_total": 1000, "precreate_hook_url": hook.url,
+                                     "precreate_hook_timeout": 15.0})
+    first, second = await asyncio.gather(create(client, ALICE_TOKEN, 600), create(client, ALICE_TOKEN, 600))
+    assert sorted([first.status_code, second.status_code]) == [201, 413], (first.text, second.text)
+    refused = first if first.status_code == 413 else second
+    assert "storage quota exceeded: 600 B used, 600 B more would pass the 1000 B allowed" in refused.text
+    assert count_rows(client) == 1
+    uploads = client.app.state.ctx.layout.uploads  # type: ignore[attr-defined]
+    assert len([p for p in uploads.iterdir() if len(p.name) == 32]) == 1  # no file left behind
+
+
+async def test_concurrent_finals_cannot_all_pass_the_quota(make_client: MakeClient, hook: HookServer) -> None:
+    client = await make_client(auth={"quota_bytes_per_day": 1000, "precreate_hook_url": hook.url,
+                                     "precreate_hook_timeout": 15.0})
+    part = await partial(client, b"f" * 300)  # 300 today; each final adds 300: room for two
+    all_asked = threading.Barrier(3, timeout=10)
+
+    def platform(body: dict[str, Any]) -> tuple[int, Any]:
+        all_asked.wait()
+        return 200, None
+    hook.respond = platform
+    answers = await asyncio.gather(*(final(client, [part]) for _ in range(3)))
+    assert sorted(r.status_code for r in answers) == [201, 201, 413], [r.text for r in answers]

@@ -32,5 +32,6 @@ ERR_PLAYBACK_REQUIRED = AuthError(403, "ERR_PLAYBACK_SIGNATURE_REQUIRED", "playb
 ERR_TOO_LARGE = AuthError(413, "ERR_MAX_SIZE_EXCEEDED", "upload is larger than you may upload")
 ERR_QUOTA_DAY = AuthError(413, "ERR_QUOTA_DAILY_EXCEEDED", "daily upload quota exceeded")
 ERR_QUOTA_TOTAL = AuthError(413, "ERR_QUOTA_TOTAL_EXCEEDED", "storage quota exceeded")
+ERR_RATE_LIMITED = AuthError(429, "ERR_RATE_LIMITED", "too many uploads started; retry later")
 ERR_HOOK_REJECTED = AuthError(403, "ERR_UPLOAD_REJECTED", "upload rejected by the platform")
 ERR_HOOK_UNAVAILABLE = AuthError(503, "ERR_HOOK_UNAVAILABLE", "upload admission check is unavailable; retry later")

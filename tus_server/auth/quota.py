@@ -4,11 +4,21 @@ Counting from the rows (the declared ``Upload-Length``, or the bytes so far whil
 deferred) rather than from the disk means an upload that has only just started already counts in
 full, so two devices cannot both start an upload that only fits once.
 
-- bytes per day: what the user's uploads created since 00:00 UTC declare. Final (concatenated)
-  uploads are copies made on the server of partial uploads that already counted, so they do not
-  count again. Uploads terminated with DELETE no longer count.
+- bytes per day: what the user's uploads created since 00:00 UTC declare, final (concatenated)
+  uploads included: a final is a server-side copy of its partials, and the server writes and
+  keeps those bytes a second time (the partials stay until they expire). Not counting it let one
+  small partial, listed many times or in many finals, store any amount. Uploads terminated with
+  DELETE no longer count.
 - bytes in total: what the user occupies now: unfinished uploads, finished partial uploads (kept
   until they expire), and finished uploads whose media item still exists.
+
+The check and the reservation are one step (``reserve``): it runs in the transaction that
+inserts the new upload's row, after that insert, and counts the user's rows with the new one
+among them, under a lock that makes every other creation by the same user wait for the commit.
+On SQLite the insert itself takes the database's single write lock; on PostgreSQL a
+transaction-scoped advisory lock keyed by the user does (a row lock needs a row, and a user's
+first two uploads have none to lock). Two uploads started at the same instant therefore see
+each other, and the second is refused if both do not fit.
 
 Admins and services are not limited; a per-user ``max_upload_size`` (JWT claim) lowers the
 global ``[uploads] max_size`` for that user only.
@@ -19,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import func, or_, text
 from sqlmodel import Session, select
 
 from models.tables import Media, Upload
@@ -82,10 +92,9 @@ def day_start(now: datetime) -> datetime:
 
 def usage_of(session: Session, user: str, now: datetime | None = None) -> Usage:
     counted = func.coalesce(Upload.length, Upload.offset)
-    is_final = and_(Upload.concat.is_not(None), Upload.concat.like("final%"))  # type: ignore[union-attr]
     today = session.exec(
         select(func.coalesce(func.sum(counted), 0))
-        .where(Upload.owner == user, Upload.created_at >= day_start(now or utcnow()), ~is_final)
+        .where(Upload.owner == user, Upload.created_at >= day_start(now or utcnow()))
     ).one()
     occupying = or_(Upload.completed_at.is_(None), Upload.concat == "partial", Media.id.is_not(None))  # type: ignore[union-attr]
     total = session.exec(
@@ -94,3 +103,28 @@ def usage_of(session: Session, user: str, now: datetime | None = None) -> Usage:
         .where(Upload.owner == user, occupying)
     ).one()
     return Usage(today=int(today), total=int(total))
+
+
+# Namespace of the per-user advisory locks (two-int4 key space, apart from the migrations'
+# single bigint key): "tq" for tusflow quota.
+_PG_LOCK_NAMESPACE = 0x7471
+
+
+def lock_user(session: Session, user: str) -> None:
+    """Make every other transaction that calls this for ``user`` wait until this one ends.
+    SQLite needs nothing here: the caller has already written, which holds the write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:user))"),
+                        {"ns": _PG_LOCK_NAMESPACE, "user": user})
+
+
+def reserve(session: Session, principal: Principal, length: int, limits: Limits) -> None:
+    """The atomic quota check: call it in the transaction that has just inserted (flushed) the
+    row of an upload of ``length`` bytes owned by ``principal.user``. Raises the quota's
+    AuthError when the user's uploads, this one among them, pass a quota; the caller's
+    transaction then rolls back and the row is gone."""
+    if principal.privileged or not (limits.per_day or limits.total):
+        return
+    lock_user(session, principal.user)
+    usage = usage_of(session, principal.user)
+    check_quota(principal, Usage(today=usage.today - length, total=usage.total - length), length, limits)

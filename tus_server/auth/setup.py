@@ -22,6 +22,7 @@ from tus_server.auth.jwt import JwtVerifier
 from tus_server.auth.middleware import AuthMiddleware, AuthOptions
 from tus_server.auth.prehook import PreCreateHook
 from tus_server.auth.quota import Limits
+from tus_server.auth.ratelimit import RateLimiter
 from tus_server.auth.requires import Requires, Style, identified
 from tus_server.auth.routes import auth_routes
 from tus_server.auth.signing import PlaybackSigner, playback_signer
@@ -65,5 +66,7 @@ def build(settings: Settings, engine: Engine) -> Auth:
                           query_token=a.query_token, cookie_name=a.cookie_name)
     hook = PreCreateHook(a.precreate_hook_url, a.precreate_hook_timeout) if a.precreate_hook_url else None
     limits = Limits(max_size=settings.uploads.max_size, per_day=a.quota_bytes_per_day, total=a.quota_bytes_total)
-    return Auth(options=options, guard=TusGuard(engine, limits, hook), signer=signer,
+    guard = TusGuard(engine, limits, hook, per_user=RateLimiter(a.creations_per_minute_per_user),
+                     per_address=RateLimiter(a.creations_per_minute_per_address))
+    return Auth(options=options, guard=guard, signer=signer,
                 routes=auth_routes(settings, engine, signer))

@@ -3,9 +3,11 @@ touch that one. Answers come back as the tus handler's own ``TusError`` so refus
 ``Tus-Resumable`` and the handler's error format.
 
 The upload URL is a capability (tus T100): HEAD, PATCH, DELETE and GET get the same check as
-creation, and a non-owner learns nothing, not even that the id exists (404). Size, quota and
-the platform's pre-create hook are all decided before the row and the file exist (T98), so a
-refusal leaves nothing behind.
+creation, and a non-owner learns nothing, not even that the id exists (404). The creation rate,
+size, quota and the platform's pre-create hook are all decided before the row and the file exist
+(T98), so a refusal leaves nothing behind. The quota is decided twice: up front, so a refused
+upload never reaches the hook, and again, atomically, in the transaction that inserts the row
+(``reservation``), so two creations racing each other cannot both pass it.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from typing import Callable
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from starlette.requests import Request
 
 from models.db import session_scope
 from models.tables import Upload
 from tus_server.auth.access import can_access
-from tus_server.auth.errors import AuthError
+from tus_server.auth.errors import ERR_RATE_LIMITED, AuthError
 from tus_server.auth.prehook import PreCreateHook
 from tus_server.auth.principal import Principal
-from tus_server.auth.quota import Limits, Usage, check_quota, check_size, usage_of
+from tus_server.auth.quota import Limits, Usage, check_quota, check_size, reserve, usage_of
+from tus_server.auth.ratelimit import RateLimiter, retry_after
 from tus_server.tus import errors as TE
 from tus_server.tus import headers as H
 
@@ -39,11 +43,16 @@ def principal_of(request: Request) -> Principal | None:
 
 class TusGuard:
     def __init__(self, engine: Engine, limits: Limits, hook: PreCreateHook | None = None,
-                 usage: Callable[[str], Usage] | None = None):
+                 usage: Callable[[str], Usage] | None = None,
+                 per_user: RateLimiter | None = None, per_address: RateLimiter | None = None):
         self.engine = engine
         self.limits = limits
         self.hook = hook
         self._usage = usage or self._usage_from_db
+        # Creations per minute, per user and per client address: in this process's memory
+        # (see ratelimit.py), owned by this guard, so every app counts on its own.
+        self.per_user = per_user or RateLimiter(0)
+        self.per_address = per_address or RateLimiter(0)
 
     def _usage_from_db(self, user: str) -> Usage:
         with session_scope(self.engine) as session:
@@ -57,17 +66,17 @@ class TusGuard:
 
     async def admit(self, request: Request, length: int | None, metadata: H.Metadata,
                     concat: str | None = None) -> H.Metadata:
-        """Size, quota, then the platform; returns the metadata to store (the hook may set it).
-        A final upload is only a server-side copy of partials that were admitted already, so
-        only its size is checked again and it does not count against the quota twice."""
+        """Rate, size, quota, then the platform; returns the metadata to store (the hook may set
+        it). A final upload is checked like any other: the server stores its bytes a second
+        time, so it counts against the quota (see quota.py)."""
         principal = principal_of(request)
         if principal is None:
             raise TE.ERR_NOT_FOUND()
+        self._check_rate(request, principal)
         try:
             if length is not None:
                 check_size(principal, length, self.limits.max_size)
-                if concat != "final":
-                    await self._check_quota(principal, length)
+                await self._check_quota(principal, length)
             if self.hook is None:
                 return metadata
             texts = {key: metadata.text(key) for key in metadata.values}
@@ -87,6 +96,34 @@ class TusGuard:
             await self._check_quota(principal, max(0, length - upload.offset))
         except AuthError as err:
             raise _tus(err) from None
+
+    def reservation(self, request: Request, length: int | None) -> Callable[[Session], None] | None:
+        """The quota check to run inside the transaction that inserts the upload's row, right
+        after the insert (``quota.reserve``); None when no quota applies to this caller."""
+        principal = principal_of(request)
+        if principal is None or principal.privileged or not (self.limits.per_day or self.limits.total):
+            return None
+        limits = self.limits
+
+        def check(session: Session) -> None:
+            try:
+                reserve(session, principal, length or 0, limits)
+            except AuthError as err:
+                raise _tus(err) from None
+        return check
+
+    def _check_rate(self, request: Request, principal: Principal) -> None:
+        """429 with Retry-After when this user or this address started too many uploads in
+        the last minute. Admins and services (the platform's backend, the CLI) are trusted."""
+        if principal.privileged:
+            return
+        address = request.client.host if request.client else ""
+        wait = max(self.per_user.take(principal.user), self.per_address.take(address))
+        if wait > 0:
+            seconds = retry_after(wait)
+            err = _tus(ERR_RATE_LIMITED(f"too many uploads started; retry in {seconds} s"))
+            err.headers["Retry-After"] = seconds
+            raise err
 
     async def _check_quota(self, principal: Principal, length: int) -> None:
         if principal.privileged or not (self.limits.per_day or self.limits.total):

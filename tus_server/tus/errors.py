@@ -46,6 +46,7 @@ ERR_INTERRUPTED = _e(400, "ERR_UPLOAD_INTERRUPTED", "request stopped because a n
 # 5xx rather than 408: tus-js-client and tuspy give up on any 4xx but 409/423, and a client that
 # merely stalled should retry (tusd answers read errors with 500 for the same reason).
 ERR_READ_TIMEOUT = _e(500, "ERR_READ_TIMEOUT", "no request body bytes arrived in time; what arrived was saved")
+ERR_BODY_TOO_SLOW = _e(500, "ERR_BODY_TOO_SLOW", "request body arrived slower than this server's minimum rate; what arrived was saved")
 ERR_READ_FAILED = _e(500, "ERR_READ_FAILED", "reading the request body failed; what arrived was saved")
 ERR_WRITE_FAILED = _e(500, "ERR_WRITE_FAILED", "storing the request body failed; the stored bytes are kept")
 ERR_CLIENT_GONE = _e(400, "ERR_CLIENT_DISCONNECTED", "client went away; received bytes were kept")

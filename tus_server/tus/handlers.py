@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime
 from typing import Awaitable, Callable, Protocol
 
+from sqlmodel import Session
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -28,7 +29,7 @@ from models.tables import Upload
 from models.clock import aware
 from tus_server.tus import errors as E
 from tus_server.tus import headers as H
-from tus_server.tus.body import BodyEnd, BodyReader, TrackedReceive
+from tus_server.tus.body import BodyEnd, BodyReader, MinRate, TrackedReceive
 from tus_server.tus.draft_headers import is_draft_request
 from tus_server.tus.events import UploadEvents
 from tus_server.tus.expiry import is_expired
@@ -41,7 +42,8 @@ log = logging.getLogger("tusflow.tus")
 
 EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration",
               "checksum", "termination", "concatenation")
-_INLINE_TYPES = ("video/", "audio/", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain")
+# A Upload-Concat header may spend this much per listed part (a long absolute URL fits).
+CONCAT_BYTES_PER_PART = 1024
 
 
 Authorizer = Callable[[Request, Upload | None], Awaitable[str | None]]
@@ -57,6 +59,8 @@ class AccessGuard(Protocol):
                     concat: str | None) -> H.Metadata: ...
 
     async def declare_length(self, request: Request, upload: Upload, length: int) -> None: ...
+
+    def reservation(self, request: Request, length: int | None) -> Callable[[Session], None] | None: ...
 
 
 @dataclass
@@ -307,34 +311,56 @@ class TusHandler:
                         storage_path=store.layout.relative(store.path(upload_id)),
                         expires_at=self.ctx.repo.next_expiry())
         await store.create(upload_id)
-        upload = await self.ctx.repo.add(upload)
+        try:  # the quota is decided again, atomically, in the insert (tus_guard.reservation)
+            upload = await self.ctx.repo.add(upload, self._reservation(request, length))
+        except E.TusError:
+            await store.delete(store.path(upload_id))
+            raise
         log.info("upload=%s created length=%s partial=%s", upload_id, length, partial)
         await self.ctx.events.created(upload)
         return upload
 
+    def _reservation(self, request: Request, length: int | None) -> Callable[[Session], None] | None:
+        return None if self.ctx.guard is None else self.ctx.guard.reservation(request, length)
+
     async def _create_final(self, request: Request, concat: H.Concat, metadata: H.Metadata) -> Response:
         """Assemble the partials in the kernel, then record the final upload and complete it.
-        The row appears only once the bytes are all there, so nobody sees a half-built final."""
-        part_ids = self._partial_ids(concat)
-        rows = await self.ctx.repo.get_many(list(set(part_ids)))
+        The row appears only once the bytes are all there, so nobody sees a half-built final.
+        A final costs what it copies, so it passes the same admission as any upload (rate,
+        size, quota, platform) before a byte is copied, and the quota once more, atomically,
+        when its row is inserted."""
+        part_ids = self._partial_ids(request.headers, concat)
+        rows = await self.ctx.repo.get_many(part_ids)
         total = sum(self._check_partial(request, part_id, rows.get(part_id)) for part_id in part_ids)
         self._check_length(total)
         self._check_final_length(request.headers, total)
         if self.ctx.guard is not None:
             metadata = await self.ctx.guard.admit(request, total, metadata, "final")
-        upload = await self._assemble(request, concat, [rows[p] for p in part_ids], total, metadata)
+        upload = await self._assemble(request, [rows[p] for p in part_ids], total, metadata)
         headers = {"Location": self.urls.upload_url(request, upload.id)}
         headers.update(await self._complete(upload))
         return Response(status_code=201, headers=headers)
 
-    def _partial_ids(self, concat: H.Concat) -> list[str]:
-        """The ids the final's URLs name, in order (a partial may be listed more than once)."""
-        part_ids = []
+    def _partial_ids(self, h: Headers, concat: H.Concat) -> list[str]:
+        """The ids the final's URLs name, in order. At most ``[uploads] max_concat_parts`` of
+        them, in a header of at most 1 KiB per part, each partial once: a final that listed one
+        small partial thousands of times made the server write megabytes from a few bytes of
+        request (and answer HEAD with a header clients refuse)."""
+        limit = self.settings.uploads.max_concat_parts
+        if len(h.get("upload-concat", "")) > limit * CONCAT_BYTES_PER_PART:
+            raise E.ERR_INVALID_CONCAT(f"Upload-Concat is longer than {limit * CONCAT_BYTES_PER_PART} bytes")
+        if len(concat.parts) > limit:
+            raise E.ERR_INVALID_CONCAT(
+                f"Upload-Concat final lists {len(concat.parts)} partial uploads; at most {limit} are allowed")
+        part_ids: list[str] = []
         for url in concat.parts:
             part_id = H.id_from_url(url, self.base_path)
             if part_id is None:
                 raise E.ERR_NOT_FOUND(f"partial upload {url[:200]!r} is not on this server")
             part_ids.append(part_id)
+        if len(set(part_ids)) != len(part_ids):
+            twice = next(p for i, p in enumerate(part_ids) if p in part_ids[:i])
+            raise E.ERR_INVALID_CONCAT(f"partial upload {twice} is listed more than once")
         return part_ids
 
     def _check_partial(self, request: Request, part_id: str, part: Upload | None) -> int:
@@ -359,9 +385,11 @@ class TusHandler:
         if stray is not None and H.parse_uint(stray, E.ERR_INVALID_LENGTH) != total:
             raise E.ERR_FINAL_LENGTH()
 
-    async def _assemble(self, request: Request, concat: H.Concat, parts: list[Upload], total: int,
+    async def _assemble(self, request: Request, parts: list[Upload], total: int,
                         metadata: H.Metadata) -> Upload:
-        """Concatenate the partials' bytes into a new file, then record the final upload."""
+        """Concatenate the partials' bytes into a new file, then record the final upload. The
+        partials are recorded as this server's paths, not as the client sent them, so the
+        Upload-Concat that HEAD answers is bounded by the number of parts."""
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
         target = store.path(upload_id)
@@ -376,11 +404,15 @@ class TusHandler:
             await store.delete(target)
             raise
         upload = Upload(id=upload_id, length=total, offset=total, metadata_raw=metadata.raw,
-                        concat="final;" + " ".join(concat.parts),
+                        concat="final;" + " ".join(self.base_path + part.id for part in parts),
                         concat_parts=json.dumps([part.id for part in parts]),
                         owner=getattr(request.state, "user", None),
                         storage_path=store.layout.relative(target))
-        upload = await self.ctx.repo.add(upload)
+        try:
+            upload = await self.ctx.repo.add(upload, self._reservation(request, total))
+        except E.TusError:
+            await store.delete(target)
+            raise
         log.info("upload=%s final of %d partials, %d bytes", upload_id, len(parts), total)
         await self.ctx.events.created(upload)
         return upload
@@ -470,9 +502,11 @@ class TusHandler:
         """Store the body at the upload's offset: straight into the file, keeping every byte
         that arrived, or, when a checksum was sent, staged and kept only if it verifies. Then
         complete the upload if that was its last byte, and answer for how the body ended."""
+        uploads = self.settings.uploads
         reader = BodyReader(receive, self._end(upload.length) - upload.offset,
                             self.settings.server.body_idle_timeout, lock.release_requested,
-                            self.ctx.stopping.is_set)
+                            self.ctx.stopping.is_set,
+                            min_rate=MinRate(uploads.min_rate, uploads.min_rate_window))
         if checksum is None:
             failed = await self._receive_direct(upload, reader)
         else:
@@ -504,7 +538,7 @@ class TusHandler:
         store = self.ctx.store
         staging = store.staging_path(upload.id)
         hasher = hashlib.new(checksum.algorithm)
-        appender = store.appender(staging, 0, hasher, truncate=True)
+        appender = store.appender(staging, 0, hasher, truncate=True, writeback=False)
         try:
             try:
                 await self._copy_body(upload, reader, appender)
@@ -593,13 +627,15 @@ class TusHandler:
         if await store.size(path) is None:
             raise E.ERR_NOT_FOUND("upload data is no longer stored")
         metadata = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
-        filetype = metadata.text("filetype") or metadata.text("type")
+        filetype = (metadata.text("filetype") or metadata.text("type")).lower()
         media_type = filetype if _safe_type(filetype) else "application/octet-stream"
-        inline = media_type.startswith(_INLINE_TYPES)
+        inline = shown_inline(media_type)
         filename = metadata.text("filename") or metadata.text("name") or upload_id
         response = FileResponse(path, media_type=media_type, filename=_safe_filename(filename),
                                 content_disposition_type="inline" if inline else "attachment")
         response.headers["X-Content-Type-Options"] = "nosniff"
+        # Whatever a browser makes of the bytes, they run no script on this origin.
+        response.headers["Content-Security-Policy"] = "sandbox"
         return response
 
 
@@ -630,11 +666,28 @@ def _end_error(end: str | None) -> E.TusError:
         return E.ERR_SHUTTING_DOWN()
     if end == BodyEnd.IDLE:
         return E.ERR_READ_TIMEOUT()
+    if end == BodyEnd.SLOW:
+        return E.ERR_BODY_TOO_SLOW()
     if end == BodyEnd.OVERFLOW:
         return E.ERR_SIZE_EXCEEDED("body went past the upload's end; the bytes up to it were stored")
     if end == BodyEnd.ERROR:
         return E.ERR_READ_FAILED()
     return E.ERR_CLIENT_GONE()
+
+
+# Shown in the browser rather than saved: media a page plays or shows, none of which can carry
+# script. Anything else (text/html, image/svg+xml, any */*+xml, PDF, text/plain) is downloaded:
+# the filetype comes from the uploader's metadata, and an inline HTML or XML document would run
+# its scripts on this service's origin. text/plain is downloaded too: shown inline it would let
+# an upload put any words on a page of this origin.
+_INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_MEDIA_TYPE = re.compile(r"(?:video|audio)/[a-z0-9][a-z0-9.-]{0,63}")
+
+
+def shown_inline(media_type: str) -> bool:
+    """video/* and audio/* with a plain subtype (no structured suffix like ``+xml``: a browser
+    renders ``video/x+xml`` as an XML document), and four raster image types."""
+    return media_type in _INLINE_IMAGES or _MEDIA_TYPE.fullmatch(media_type) is not None
 
 
 def _safe_type(value: str) -> bool:

@@ -55,10 +55,14 @@ class UploadRepo:
             return {row.id: Upload(**row._mapping) for row in rows}
         return await anyio.to_thread.run_sync(_many)
 
-    async def add(self, upload: Upload) -> Upload:
+    async def add(self, upload: Upload, check: Callable[[Session], None] | None = None) -> Upload:
+        """Insert the row; ``check`` runs in the same transaction right after the insert (the
+        quota's reservation, see ``tus_server.auth.quota.reserve``) and rolls it back by raising."""
         def _add(s: Session) -> Upload:
             s.add(upload)
             s.flush()
+            if check is not None:
+                check(s)
             s.refresh(upload)
             return upload
         return await self.run(_add)
