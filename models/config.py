@@ -84,6 +84,7 @@ class UploadsConfig:
     max_metadata_size: int = 4096
     max_metadata_pairs: int = 32
     client_chunk_size: int = 8 * 1024**2
+    client_retry_delays: tuple[int, ...] = (0, 1000, 3000, 5000, 10000, 20000, 30000)
     max_concat_parts: int = 200
     min_rate: int = 1024
     min_rate_window: float = 60.0

@@ -182,7 +182,7 @@ class Pages:
             "endpoint": self.settings.server.base_path,
             "chunkSize": uploads.client_chunk_size,
             "maxSize": uploads.max_size,
-            "retryDelays": [0, 1000, 3000, 5000, 10000, 20000, 30000],
+            "retryDelays": list(uploads.client_retry_delays),
             "redirectDelayMs": 400,
             # what the page's credential handling needs (static/js/auth.js); no secret in here
             "auth": {

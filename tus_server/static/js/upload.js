@@ -7,6 +7,11 @@
 // request so a refreshed token is used at once. A 401 stops the upload without losing it: the
 // server refused before reading a byte, so its offset is where it was; the page says the
 // session expired, and Retry, or a fresh token pushed by the platform, continues from there.
+//
+// Choosing a file starts a look-up of an earlier upload of it (localStorage, then the server).
+// Publish pressed while that look-up runs waits for it, showing "checking…", so a reload,
+// the same file chosen again and Publish pressed at once continue the earlier upload instead
+// of sending the whole file again.
 
 import * as auth from './auth.js'
 import { announce, api, config, formatBytes, formatDate, formatPercent, formatWait, reveal, sessionMessage, t } from './common.js'
@@ -46,6 +51,9 @@ const els = {
   doneText: $('upload-done-text')
 }
 
+// The longest Publish waits for the look-up: it takes a few hundred ms; a server that does not
+// answer must not keep Publish from working at all.
+const LOOKUP_WAIT_MS = 5000
 const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|mkv|webm|avi|mts|m2ts|ts|flv|3gp|wmv|mpg|mpeg|ogv)$/i
 const tus = window.tus
 
@@ -54,6 +62,8 @@ const session = {
   upload: null,
   previous: null, // a PreviousUpload of tus-js-client for the chosen file, if any
   previousPercent: '',
+  lookup: null, // the running look-up of an earlier upload of the chosen file (a promise)
+  starting: false, // Publish was pressed and waits for the look-up
   state: 'idle', // idle | uploading | paused | error | done
   meter: new ProgressMeter(), // speed, time left, when to repaint, 25 % announcements
   mediaId: null,
@@ -86,7 +96,36 @@ async function chooseFile (file) {
   reveal(els.formError, '')
   if (!els.title.value.trim()) els.title.value = titleFromName(file.name).slice(0, 300)
   announce(info)
-  if (tus) await offerResume(file)
+  if (!tus) return
+  const lookup = offerResume(file).catch((err) => console.warn('could not look for previous uploads', err))
+  session.lookup = lookup
+  try {
+    await lookup
+  } finally {
+    if (session.lookup === lookup) session.lookup = null
+  }
+}
+
+/** Publish pressed during the look-up: wait for it (bounded), visibly, then go on. */
+async function waitForLookup () {
+  const lookup = session.lookup
+  if (!lookup) return
+  const label = els.publish.textContent
+  session.starting = true
+  els.publish.disabled = true
+  els.publish.setAttribute('aria-busy', 'true')
+  els.publish.textContent = t('upload.checking')
+  announce(t('upload.checking'))
+  let timer = null
+  try {
+    await Promise.race([lookup, new Promise((resolve) => { timer = window.setTimeout(resolve, LOOKUP_WAIT_MS) })])
+  } finally {
+    window.clearTimeout(timer)
+    els.publish.textContent = label
+    els.publish.disabled = false
+    els.publish.removeAttribute('aria-busy')
+    session.starting = false
+  }
 }
 
 async function offerResume (file) {
@@ -232,8 +271,9 @@ function shouldRetry (err, attempt) {
   return true
 }
 
-function startUpload (event) {
+async function startUpload (event) {
   event.preventDefault()
+  if (session.starting) return
   if (!tus || !tus.isSupported) {
     reveal(els.formError, tus ? t('upload.unsupported') : t('upload.no_tus'))
     return
@@ -243,6 +283,8 @@ function startUpload (event) {
     els.file.focus()
     return
   }
+  await waitForLookup() // it may find an earlier upload to continue (and its title)
+  if (session.state === 'uploading') return
   if (!els.title.value.trim()) {
     reveal(els.formError, t('upload.need_title'))
     els.title.focus()
