@@ -7,6 +7,11 @@ backlog is dropped and the subscriber is told to ``resync`` (re-read the list) i
 
 With signed playback an item's file URLs are signed for each subscriber's user (links.py), so
 the message is made per subscriber; without it one message is shared by all.
+
+A stream is authorized once, when it opens, so it ends itself when the credential it opened with
+expires (``Principal.expires_at``): otherwise a token that lapsed, or was deliberately given a
+short life, would keep receiving updates for as long as the connection lasts. The browser's
+EventSource reconnects, and the page then brings its current token (static/js/live.js).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -132,18 +138,23 @@ class EventStream:
             if not ids or len(ids) > 100 or not all(is_media_id(i) for i in ids):
                 return json_error(400, "ids must be up to 100 comma-separated 32-hex-digit media ids")
             only = frozenset(ids)
+        principal = getattr(request.state, "principal", None)
+        expires_at = principal.expires_at if principal is not None else None
         sub = self.feed.subscribe(only, viewer_of(request), signing_user(request))
-        return StreamingResponse(self._stream(sub), media_type="text/event-stream",
+        return StreamingResponse(self._stream(sub, expires_at), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache, no-transform",
                                           "X-Accel-Buffering": "no",
                                           "X-Content-Type-Options": "nosniff"})
 
-    async def _stream(self, sub: Subscriber) -> AsyncIterator[str]:
+    async def _stream(self, sub: Subscriber, expires_at: float | None = None) -> AsyncIterator[str]:
+        """Messages until the server stops, the stream is ``max_age`` old or its credential
+        expires (``expires_at``, Unix time; checked at least twice a second)."""
         loop = asyncio.get_running_loop()
         started = last_sent = loop.time()
         try:
             yield f"retry: {RETRY_MS}\n: connected\n\n"
-            while not self._stopping() and loop.time() - started < self.max_age:
+            while (not self._stopping() and loop.time() - started < self.max_age
+                   and (expires_at is None or time.time() < expires_at)):
                 try:
                     message = await asyncio.wait_for(sub.queue.get(), timeout=0.5)
                 except asyncio.TimeoutError:

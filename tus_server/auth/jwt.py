@@ -100,7 +100,8 @@ class JwtVerifier:
         if not isinstance(sub, str) or not sub.strip():
             raise ERR_UNKNOWN_TOKEN("invalid token: sub must name the user")
         return Principal(user=sub, role=self._role(claims.get(self.role_claim)),
-                         max_upload_size=self._max_size(claims.get(self.max_size_claim)), via="jwt")
+                         max_upload_size=self._max_size(claims.get(self.max_size_claim)), via="jwt",
+                         expires_at=float(claims["exp"]) + self.leeway)
 
     @staticmethod
     def _role(value: Any) -> str:

@@ -20,6 +20,14 @@ class Principal:
     role: str = "user"
     max_upload_size: int | None = None  # from a JWT claim; None = only the global limit
     via: str = "token"  # "token", "jwt", "anonymous" (auth disabled), "signed-url" or "unidentified"
+    # Unix time from which the credential is refused (a JWT's exp plus the allowed leeway);
+    # None = it does not expire (static tokens). Requests are checked once, at their start; a
+    # long one (an event stream) reads this to end itself when its credential would no longer
+    # let it in.
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     @property
     def privileged(self) -> bool:

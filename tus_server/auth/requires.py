@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tus_server.auth import errors as E
 from tus_server.auth.middleware import SAFE_METHODS, STATE_ERROR, STATE_HEADER, STATE_PRINCIPAL
@@ -33,7 +33,10 @@ OPEN_METHODS = ("OPTIONS",)  # CORS preflight and tus discovery never need a cre
 
 
 class Style(Enum):
-    """How a refusal is written, so each client reads it in its own format."""
+    """How a refusal is written, so each client reads it in its own format. JSON routes (the
+    API) also get ``X-Content-Type-Options: nosniff`` on every answer, refusal or not: their
+    bodies echo user-chosen text (titles, file names), which a browser must never sniff into a
+    page; pages, delivery and tus set their own."""
     TEXT = "text"  # pages, delivery, /metrics
     JSON = "json"  # the API
     TUS = "tus"  # the tus endpoint: plain text plus Tus-Resumable
@@ -93,8 +96,11 @@ def metrics_reader(protect: bool) -> Need:
     return need
 
 
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
 def refusal(err: E.AuthError, style: Style, method: str) -> Response:
-    headers = {"Cache-Control": "no-store"}
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
     if err.status == 401:
         challenge = 'Bearer realm="tusflow"'
         if err.code != E.ERR_NO_CREDENTIALS.code:
@@ -129,7 +135,21 @@ class Requires:
             except E.AuthError as err:
                 await refusal(err, self.style, scope["method"])(scope, receive, send)
                 return
+        if self.style is Style.JSON and scope["type"] == "http":
+            send = _nosniff(send)
         await self.app(scope, receive, send)
+
+
+def _nosniff(send: Send) -> Send:
+    """``send`` with ``X-Content-Type-Options: nosniff`` added to the response head."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
+                headers.append(NOSNIFF)
+            message = {**message, "headers": headers}
+        await send(message)
+    return wrapped
 
 
 class Guarded(BaseRoute):
