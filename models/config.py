@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, get_type_hints
 
 ENV_PREFIX = "TUSFLOW_"
+# The config file a process was started with, exported to the processes it starts (uvicorn's
+# workers, RQ's work horses), so each loads its own Settings from its own host's path and
+# environment, and nothing (no job argument) carries a path from one machine to another.
+CONFIG_ENV = "TUSFLOW_CONFIG_FILE"
 
 
 class ConfigError(ValueError):

@@ -1,6 +1,6 @@
 """The RQ job: one media, one attempt, from the original file to a published HLS ladder.
 
-Plain function, plain arguments (``media_id``, ``config_path``), so any RQ worker can run it
+Plain function, one plain argument (``media_id``), so any RQ worker on any host can run it
 and nothing but ids travels through Redis. Each attempt
 
 1. claims the media (state ``processing``, ``attempts`` + 1) only if ``Media.job_id`` still
@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import lifecycle
-from models.config import Settings, load_settings
+from models.config import CONFIG_ENV, Settings, load_settings
 from models.db import make_engine
 from models.layout import Layout
 from models.lifecycle import default_job_id
@@ -63,10 +63,12 @@ TIMED_OUT = "The conversion took longer than allowed and was stopped."
 UNEXPECTED = "The server hit an unexpected error while converting this video ({})."
 
 
-def transcode_media(media_id: str, config_path: str | None = None) -> Any:
-    """RQ entry point. ``config_path`` rather than Settings, so the worker's own environment
-    (``TUSFLOW_*`` overrides) applies when the job runs."""
-    settings = load_settings(config_path or None)
+def transcode_media(media_id: str, _enqueued_with: object = None) -> Any:
+    """RQ entry point. The job carries the media id only: the worker running it loads its own
+    Settings (the config file it was started with, exported as ``CONFIG_ENV``, and its own
+    ``TUSFLOW_*`` environment), so a worker on another host, with other paths, can run it.
+    ``_enqueued_with``: the config path jobs enqueued before ids-only carried; ignored."""
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
     engine = make_engine(settings)
     try:
         return Attempt(settings, engine, media_id).run()

@@ -72,10 +72,6 @@ def job_timeout(settings: Settings) -> int:
     return int(max(cfg.timeout_min, cfg.max_duration * cfg.timeout_factor) + TIMEOUT_MARGIN)
 
 
-def _config_arg(settings: Settings) -> str | None:
-    return str(settings.config_path) if settings.config_path else None
-
-
 class _Conn:
     """Use the caller's Redis client, or open (and close) our own.
 
@@ -115,7 +111,8 @@ def enqueue_transcode(settings: Settings, engine: Engine, media_id: str, *,
     with _Conn(settings, connection) as conn:
         queue = get_queue(settings, conn)
         try:
-            queue.enqueue(JOB_FUNC, media_id, _config_arg(settings), job_id=job_id, unique=True,
+            # The id only: whichever worker takes it loads its own Settings (jobs.py).
+            queue.enqueue(JOB_FUNC, media_id, job_id=job_id, unique=True,
                           retry=retry_policy(settings, media.attempts),
                           job_timeout=job_timeout(settings), result_ttl=RESULT_TTL,
                           description=f"transcode media={media_id}")

@@ -35,6 +35,7 @@ its data, or a worker was SIGKILLed mid-attempt).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
@@ -44,7 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from models.clock import aware, utcnow
-from models.config import Settings, load_settings
+from models.config import CONFIG_ENV, Settings, load_settings
 from models.db import make_engine, session_scope
 from models.outbox import (DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, backoff, record, sign,
                            upload_data, wanted)
@@ -74,11 +75,10 @@ def _wake(settings: Settings, conn: "Redis", delivery_id: str, at: datetime | No
     queue = Queue(queue_name(settings), connection=conn)
     kwargs = dict(job_timeout=int(settings.webhooks.timeout + LEASE_SLACK), result_ttl=3600,
                   failure_ttl=7 * 86400, description=f"webhook {delivery_id}")
-    config = str(settings.config_path) if settings.config_path else None
-    if at is None or at <= utcnow():
-        queue.enqueue(JOB, delivery_id, config, **kwargs)  # type: ignore[arg-type]
+    if at is None or at <= utcnow():  # ids only: the worker brings its own Settings
+        queue.enqueue(JOB, delivery_id, **kwargs)  # type: ignore[arg-type]
     else:
-        queue.enqueue_at(at, JOB, delivery_id, config, **kwargs)  # type: ignore[arg-type]
+        queue.enqueue_at(at, JOB, delivery_id, **kwargs)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------- waking
@@ -231,11 +231,13 @@ def _schedule_retry(settings: Settings, engine: Engine, delivery_id: str, at: da
             conn.close()
 
 
-def deliver_webhook(delivery_id: str, config_path: str | None = None) -> str:
-    """The RQ job. It takes the config path, not Settings, so the worker's own environment
-    overrides (e.g. a rotated secret) apply at delivery time."""
+def deliver_webhook(delivery_id: str, _enqueued_with: object = None) -> str:
+    """The RQ job. It carries the delivery id only and loads the worker's own Settings (its
+    config file, exported as ``CONFIG_ENV``, and environment), so any worker on any host can
+    deliver it and its overrides (e.g. a rotated secret) apply at delivery time.
+    ``_enqueued_with``: the config path jobs enqueued before ids-only carried; ignored."""
     from rq import get_current_job
-    settings = load_settings(config_path)
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
     engine = make_engine(settings)
     job = get_current_job()
     try:

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.utils import now
 
-from models.config import Settings
+from models.config import CONFIG_ENV, Settings
 from models.db import init_db, make_engine
 from models.layout import Layout
 from models.logs import event
@@ -162,6 +162,12 @@ def run(settings: Settings, burst: bool = False, name: str | None = None) -> int
     finally:
         engine.dispose()
     queues = extra_queues(settings) + [settings.redis.queue]
+    # Jobs carry ids only; the work horses (forked from here) load these same Settings again:
+    # this process's config file, named in the environment they inherit, plus its overrides.
+    if settings.config_path is not None:
+        os.environ[CONFIG_ENV] = str(settings.config_path)
+    else:
+        os.environ.pop(CONFIG_ENV, None)
     stop = {"requested": False}
 
     def early_stop(signum: int, frame: Any) -> None:

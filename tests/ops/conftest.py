@@ -34,7 +34,9 @@ class RqWorker:
             argv = [str(VENV_BIN / "rq"), "worker", "--url", settings.redis.url, "--with-scheduler",
                     "--worker-ttl", "30", queue_name(settings)]
             ready = r"Listening on|Worker .* started"
-        self.proc = Proc(argv, cwd=cwd, name="worker")
+        # A stock worker names its own config as a deployment would (jobs carry ids only).
+        self.proc = Proc(argv, env={"TUSFLOW_CONFIG_FILE": str(settings.config_path)}, cwd=cwd,
+                         name="worker")
         self.proc.wait_for(ready, timeout=30)
 
     def stop(self) -> None:
