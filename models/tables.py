@@ -52,6 +52,9 @@ class Upload(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=Timestamp)
     expires_at: datetime | None = Field(default=None, index=True, sa_type=Timestamp)
     completed_at: datetime | None = Field(default=None, sa_type=Timestamp)
+    # The newest fencing token of a Redis lock on this upload (tus_server/tus/redislocks.py):
+    # offset updates carrying an older one are refused. Stays 0 with file locks.
+    lock_token: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
     @property
     def is_complete(self) -> bool:

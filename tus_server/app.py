@@ -27,7 +27,7 @@ from tus_server.tus.draft import DraftHandler
 from tus_server.tus.datastore import UploadStore, open_store
 from tus_server.tus.events import FanOut, UploadEvents
 from tus_server.tus.handlers import AccessGuard, TusContext, TusHandler
-from tus_server.tus.locks import UploadLocks
+from tus_server.tus.locks import open_locks
 from tus_server.tus.repo import UploadRepo
 
 CONFIG_ENV = "TUSFLOW_CONFIG_FILE"
@@ -51,8 +51,9 @@ TUS_RESPONSE_HEADERS = [
 def tus_handler(ctx: AppContext, store: UploadStore, events: UploadEvents,
                 guard: AccessGuard | None = None) -> TusHandler:
     s = ctx.settings
-    tus = TusContext(settings=s, repo=UploadRepo(ctx.engine, s.uploads.expiration), store=store,
-                     locks=UploadLocks(ctx.layout.locks, s.server.lock_timeout), events=events,
+    repo = UploadRepo(ctx.engine, s.uploads.expiration)
+    tus = TusContext(settings=s, repo=repo, store=store,
+                     locks=open_locks(s, ctx.layout, repo.claim), events=events,
                      guard=guard, stopping=ctx.stopping)
     return TusHandler(tus, draft=DraftHandler(tus))  # the IETF draft on the same endpoint
 

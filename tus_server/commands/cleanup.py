@@ -27,7 +27,7 @@ from models.tables import Upload
 from models.clock import utcnow
 from tus_server.tus.expiry import is_expired
 from tus_server.tus.headers import is_valid_id
-from tus_server.tus.locks import UploadLocks
+from tus_server.tus.locks import Locker, open_locks
 
 log = logging.getLogger("tusflow.cleanup")
 BATCH = 500
@@ -69,7 +69,7 @@ def cleanup(settings: Settings, *, dry_run: bool = False, orphan_age: float = 36
     engine = make_engine(settings)
     try:
         init_db(engine)
-        locks = UploadLocks(layout.locks, 0)
+        locks = open_locks(settings, layout, None, 0)  # the servers' own: file or Redis
         report = Report()
         now = now or utcnow()
         _expired_uploads(engine, layout, locks, now, dry_run, report)
@@ -79,7 +79,7 @@ def cleanup(settings: Settings, *, dry_run: bool = False, orphan_age: float = 36
         engine.dispose()
 
 
-def _expired_uploads(engine, layout: Layout, locks: UploadLocks, now: datetime,  # type: ignore[no-untyped-def]
+def _expired_uploads(engine, layout: Layout, locks: Locker, now: datetime,  # type: ignore[no-untyped-def]
                      dry_run: bool, report: Report) -> None:
     seen: set[str] = set()
     while True:
@@ -123,7 +123,7 @@ def _remove(layout: Layout, upload_id: str, storage_path: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _orphans(engine, layout: Layout, locks: UploadLocks, orphan_age: float,  # type: ignore[no-untyped-def]
+def _orphans(engine, layout: Layout, locks: Locker, orphan_age: float,  # type: ignore[no-untyped-def]
              dry_run: bool, report: Report) -> None:
     cutoff = time.time() - orphan_age
     candidates: dict[str, list[Path]] = {}

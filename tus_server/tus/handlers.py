@@ -33,7 +33,7 @@ from tus_server.tus.body import BodyEnd, BodyReader, MinRate, TrackedReceive
 from tus_server.tus.draft_headers import is_draft_request
 from tus_server.tus.events import UploadEvents
 from tus_server.tus.expiry import is_expired
-from tus_server.tus.locks import LockHandle, UploadLocks
+from tus_server.tus.locks import LockHandle, Locker
 from tus_server.tus.repo import UploadRepo
 from tus_server.tus.store import Appender, FileStore
 from tus_server.tus.urls import UrlBuilder
@@ -68,7 +68,7 @@ class TusContext:
     settings: Settings
     repo: UploadRepo
     store: FileStore
-    locks: UploadLocks
+    locks: Locker  # flock files, or Redis across instances (locks.open_locks)
     # Everything that reacts to an upload (publishing, webhooks, metrics): see events.py.
     events: UploadEvents
     guard: AccessGuard | None = None
@@ -503,6 +503,8 @@ class TusHandler:
         that arrived, or, when a checksum was sent, staged and kept only if it verifies. Then
         complete the upload if that was its last byte, and answer for how the body ended."""
         uploads = self.settings.uploads
+        if lock.token is not None:  # the fencing token every offset update below carries
+            upload.lock_token = lock.token
         reader = BodyReader(receive, self._end(upload.length) - upload.offset,
                             self.settings.server.body_idle_timeout, lock.release_requested,
                             self.ctx.stopping.is_set,
@@ -572,7 +574,8 @@ class TusHandler:
         """Record ``nbytes`` more stored bytes; every stored byte renews the expiry."""
         upload.offset += nbytes
         upload.expires_at = self.ctx.repo.next_expiry()
-        await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at)
+        await self.ctx.repo.update(upload.id, offset=upload.offset, expires_at=upload.expires_at,
+                                   fence=upload.lock_token)  # 423 if a newer holder took over
 
     # ------------------------------------------------------------------ completion
     async def _complete(self, upload: Upload) -> dict[str, str]:

@@ -5,6 +5,11 @@ SIGKILLed server never leaves an upload locked. A request that finds the upload 
 holder to stop (it touches ``<id>.release``; the holder checks a few times a second, saves what
 it has received and lets go), as tusd's lock release requests do, so a client resuming after a
 network drop never waits for the dead connection's read timeout.
+
+That is the single-machine ``Locker``. Behind a load balancer every instance must see the same
+lock, so ``[locks] backend = "redis"`` swaps in ``RedisLocks`` (``redislocks.py``): same
+interface, plus a fencing token per acquisition (``LockHandle.token``), for a lease can run out
+under a holder that froze, whereas an flock cannot. ``open_locks`` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import os
 import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterator
+from typing import AsyncContextManager, AsyncIterator, Awaitable, Callable, ContextManager, Iterator, Protocol
+
+from models.config import Settings
+from models.layout import Layout
 
 from tus_server.tus import errors as E
 
@@ -23,7 +31,59 @@ POLL_SECONDS = 0.02
 RENEW_RELEASE_SECONDS = 0.5
 
 
-class LockHandle:
+Precheck = Callable[[], Awaitable[object]]
+# Writes the lock's fencing token into the upload's row unless a newer one is there; answers
+# the row's token afterwards (== the one given when it was taken), None when there is no row.
+Fence = Callable[[str, int], Awaitable[int | None]]
+
+
+class LockHandle(Protocol):
+    # The fencing token of this acquisition, which every offset update of the holder carries
+    # (the row refuses an older one); None for locks that cannot go stale under a live holder.
+    token: int | None
+
+    def release_requested(self) -> bool:
+        """True once another request asked for the upload, or the lock was lost: stop, save, let go."""
+        ...
+
+
+class Locker(Protocol):
+    """One request at a time per upload: what the tus handlers and ``tusflow cleanup`` need."""
+
+    timeout: float
+
+    def hold(self, upload_id: str, precheck: Precheck | None = None) -> AsyncContextManager[LockHandle]:
+        """Hold the upload's lock, asking a current holder to let go; 423 after ``timeout``.
+        ``precheck`` runs only when another request holds it, before that one is asked to stop:
+        a request bound to fail (unknown, expired, not the owner's) must never interrupt a
+        running upload, and the usual free lock costs no extra read."""
+        ...
+
+    def try_hold(self, upload_id: str) -> ContextManager[bool]:
+        """Take the lock only if it is free right now (maintenance, blocking, no event loop)."""
+        ...
+
+    def forget(self, upload_id: str) -> None:
+        """The upload no longer exists: drop what its lock left behind."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_locks(settings: Settings, layout: Layout, fence: Fence | None = None,
+               timeout: float | None = None) -> Locker:
+    """The locker ``[locks] backend`` names (``auto``: Redis when the bytes live in S3).
+    ``fence`` (the upload repo's claim) is what makes the Redis lock's token stick."""
+    timeout = settings.server.lock_timeout if timeout is None else timeout
+    if settings.locks.resolved(settings.storage) == "redis":
+        from tus_server.tus.redislocks import RedisLocks  # redis.asyncio loads only when used
+        return RedisLocks(settings, timeout, fence)
+    return UploadLocks(layout.locks, timeout)
+
+
+class FileLockHandle:
+    token: int | None = None  # the kernel drops an flock with its holder: nothing to fence
+
     def __init__(self, release_path: Path):
         self._release_path = release_path
 
@@ -32,13 +92,14 @@ class LockHandle:
 
 
 class UploadLocks:
+    """The file ``Locker``: flock files in ``<data_dir>/locks``."""
+
     def __init__(self, lock_dir: Path, timeout: float):
         self.lock_dir = lock_dir
         self.timeout = timeout
 
     @asynccontextmanager
-    async def hold(self, upload_id: str,
-                   precheck: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[LockHandle]:
+    async def hold(self, upload_id: str, precheck: Precheck | None = None) -> AsyncIterator[LockHandle]:
         """Hold the upload's lock. ``precheck`` runs only when another request holds it, before
         that one is asked to stop: a request bound to fail (unknown, expired, not the owner's)
         must never interrupt a running upload, and the usual free lock costs no extra read."""
@@ -52,7 +113,7 @@ class UploadLocks:
                 await self._acquire(fd, release_path)
             try:
                 release_path.unlink(missing_ok=True)
-                yield LockHandle(release_path)
+                yield FileLockHandle(release_path)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
@@ -76,6 +137,9 @@ class UploadLocks:
         """Remove the lock files of an upload that no longer exists."""
         for suffix in (".lock", ".release"):
             (self.lock_dir / f"{upload_id}{suffix}").unlink(missing_ok=True)
+
+    async def aclose(self) -> None:
+        pass
 
     @contextmanager
     def try_hold(self, upload_id: str) -> Iterator[bool]:

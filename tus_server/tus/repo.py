@@ -13,6 +13,7 @@ from sqlmodel import Session
 from models.db import session_scope
 from models.tables import Upload
 from models.clock import utcnow
+from tus_server.tus import errors as E
 
 T = TypeVar("T")
 
@@ -67,13 +68,31 @@ class UploadRepo:
             return upload
         return await self.run(_add)
 
-    async def update(self, upload_id: str, **values: Any) -> None:
+    async def update(self, upload_id: str, fence: int | None = None, **values: Any) -> None:
+        """``fence``: the writer's lock token (``Upload.lock_token`` as it took the lock); the
+        row is left alone and 423 raised when a newer holder has claimed it since, or the
+        upload is gone (see ``redislocks.py``). With file locks the token never moves."""
         values.setdefault("updated_at", utcnow())
+        query = update(_TABLE).where(_TABLE.c.id == upload_id)
+        if fence is not None:
+            query = query.where(_TABLE.c.lock_token <= fence)
 
-        def _update() -> None:
+        def _update() -> int:
             with self.engine.begin() as conn:
-                conn.execute(update(_TABLE).where(_TABLE.c.id == upload_id).values(**values))
-        await anyio.to_thread.run_sync(_update)
+                return conn.execute(query.values(**values)).rowcount
+        if not await anyio.to_thread.run_sync(_update) and fence is not None:
+            raise E.ERR_LOCKED("a newer request took over this upload; resume from its offset")
+
+    async def claim(self, upload_id: str, token: int) -> int | None:
+        """Record a Redis lock's fencing token unless the row has a newer one: the row's token
+        afterwards (``token`` when it stuck), None when there is no such upload."""
+        def _claim() -> int | None:
+            with self.engine.begin() as conn:
+                conn.execute(update(_TABLE).where(_TABLE.c.id == upload_id, _TABLE.c.lock_token < token)
+                             .values(lock_token=token))
+                return conn.execute(select(_TABLE.c.lock_token).where(_TABLE.c.id == upload_id)).scalar()
+        return await anyio.to_thread.run_sync(_claim)
+
 
     async def complete(self, upload_id: str, offset: int, expires_at: datetime | None,
                        hook: Callable[[Session], None] | None) -> bool:
