@@ -44,7 +44,7 @@ TUS_RESPONSE_HEADERS = [
     "Upload-Concat", "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Extension",
     "Tus-Max-Size", "Tus-Checksum-Algorithm", "Link", "Content-Range", "Content-Length",
     "WWW-Authenticate", "Upload-Complete", "Upload-Limit", "Upload-Draft-Interop-Version",
-    "Repr-Digest", "Retry-After",  # 429 and 503 say when to come back; page script reads it
+    "Repr-Digest", "Retry-After",  # when a 429 or 503 may be retried, readable by scripts
 ]
 
 
