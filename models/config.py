@@ -185,12 +185,23 @@ class TranscodeConfig:
     loudness_range: float = 11.0
     rung_min_saving: float = 0.25
     hdr_tonemap: str = "mobius"
+    # Publish latency (issue 10): a stream-copied or quick first rendition, published early.
+    fast_path: bool = True
+    fast_path_max_level: int = 42
+    fast_path_max_kbps: int = 8000
+    fast_path_max_gop_kbps: int = 16000
+    fast_path_max_fps: float = 60.0
+    fast_path_max_keyframe_interval: float = 10.0
+    first_rung: str = "360p"
+    first_rung_preset: str = "ultrafast"
+    progressive: bool = True
+    chunk_seconds: float = 0.0
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
 
 
-WEBHOOK_EVENTS: tuple[str, ...] = ("upload.created", "upload.completed", "media.ready",
-                                   "media.failed", "media.deleted")
+WEBHOOK_EVENTS: tuple[str, ...] = ("upload.created", "upload.completed", "media.playable",
+                                   "media.ready", "media.failed", "media.deleted")
 
 
 @dataclass(frozen=True)
@@ -429,6 +440,8 @@ def _check_transcode_quality(t: TranscodeConfig) -> None:
         raise ConfigError("[transcode] loudness_true_peak must be between -9 and 0 dBTP")
     if not 1.0 <= t.loudness_range <= 50.0:
         raise ConfigError("[transcode] loudness_range must be between 1 and 50 LU")
+    if t.chunk_seconds < 0:
+        raise ConfigError("[transcode] chunk_seconds must be >= 0 (0 = one job per video)")
     if not 0.0 <= t.rung_min_saving < 1.0:
         raise ConfigError("[transcode] rung_min_saving must be at least 0 and below 1")
 

@@ -25,9 +25,12 @@ so the event exists exactly when the change does, and return the delivery ids in
 
 States are stored as the plain strings of ``MediaState`` (``Media.state`` is a string column);
 ``MediaState`` is a ``StrEnum`` so rows, JSON answers and comparisons with ``"ready"`` agree.
-A new state (issue 10's ``playable``) goes into ``MediaState`` and into ``WORKING``/``ACTIVE``
-below (then progress, ready and requeue accept it too), and gets its own entries in ``MOVES``;
-per-rendition states belong here as well, as their own enum with their own moves.
+``playable`` (issue 10) sits between ``processing`` and ``ready``: at least one rendition is
+published and the master lists it, while the job goes on with the rest. It is a working state
+(progress, ready and requeue accept it); ``Move.PLAYABLE`` enters it from ``processing`` (and
+records ``media.playable``) or stays in it when a later rendition is published. Each rendition
+has its own ``RenditionState`` inside ``Media.renditions_json``, written by the same job-owned
+moves (``progress`` and ``mark_playable``), so the two can never disagree about who wrote them.
 """
 
 from __future__ import annotations
@@ -55,18 +58,32 @@ class MediaState(StrEnum):
 
     QUEUED = "queued"          # waiting for a job (or for its job to reach Redis)
     PROCESSING = "processing"  # a job has claimed it and is converting
+    PLAYABLE = "playable"      # one rendition or more is published; the rest is converting
     READY = "ready"            # the ladder is published
     FAILED = "failed"          # given up (after the tries, rejected input, or cancelled)
 
 
-WORKING = frozenset({MediaState.PROCESSING})  # a job is converting it
+WORKING = frozenset({MediaState.PROCESSING, MediaState.PLAYABLE})  # a job is converting it
+# Its master playlist may be served: some (playable) or all (ready) renditions are out.
+SERVABLE = frozenset({MediaState.PLAYABLE, MediaState.READY})
 ACTIVE = frozenset({MediaState.QUEUED}) | WORKING  # it has (or wants) a job
 EVERY = frozenset(MediaState)
+
+
+class RenditionState(StrEnum):
+    """One rendition's place, as stored in each entry of ``Media.renditions_json``."""
+
+    PENDING = "pending"        # planned, not started
+    ENCODING = "encoding"      # being written (copied, or encoded) in scratch
+    READY = "ready"            # all segments and its playlist published; in the master
+    REPLACED = "replaced"      # was a stand-in (first rung, copied source) and left the master
+    DROPPED = "dropped"        # measured to add nothing over the rung above; never published
 
 
 class Move(StrEnum):
     CLAIM = "claim"
     PROGRESS = "progress"
+    PLAYABLE = "playable"
     READY = "ready"
     FAIL = "fail"
     REQUEUE = "requeue"
@@ -88,6 +105,7 @@ MOVES: dict[Move, Transition] = {
     # Never from failed: a job that survived a cancel (Redis was down) must not resurrect it.
     Move.CLAIM: Transition(ACTIVE, MediaState.PROCESSING),
     Move.PROGRESS: Transition(WORKING, None),
+    Move.PLAYABLE: Transition(WORKING, MediaState.PLAYABLE),
     Move.READY: Transition(WORKING, MediaState.READY),
     Move.FAIL: Transition(ACTIVE, MediaState.FAILED),
     # Back in the queue with the job unchanged: a shutdown, a dead worker, a try that failed.
@@ -164,19 +182,45 @@ def claim(engine: Engine, media_id: str, job_id: str) -> Media | None:
     with session_scope(engine) as session:
         if not _move(session, Move.CLAIM, media_id, _owned_or_unowned(job_id),
                      attempts=Media.attempts + 1, job_id=job_id, progress=0.0, eta_seconds=None,
-                     error=None, started_at=now, finished_at=None, updated_at=now):
+                     error=None, started_at=now, playable_at=None, finished_at=None,
+                     updated_at=now):
             return None
         return session.get(Media, media_id, populate_existing=True)
 
 
 def progress(engine: Engine, media_id: str, job_id: str, percent: float,
-             eta: float | None) -> bool:
-    """Record how far the job is; False means the job is no longer wanted (deleted,
-    cancelled or superseded), so it should stop."""
+             eta: float | None, *, renditions_json: str | None = None,
+             fast_path_json: str | None = None) -> bool:
+    """Record how far the job is (and, when given, each rendition's state and the fast
+    path's verdict); False means the job is no longer wanted (deleted, cancelled or
+    superseded), so it should stop."""
+    extra: dict[str, Any] = {}
+    if renditions_json is not None:
+        extra["renditions_json"] = renditions_json
+    if fast_path_json is not None:
+        extra["fast_path_json"] = fast_path_json
     with session_scope(engine) as session:
         return _move(session, Move.PROGRESS, media_id, _owned_by(job_id),
                      progress=round(min(max(percent, 0.0), 100.0), 1),
-                     eta_seconds=None if eta is None else round(max(eta, 0.0), 1))
+                     eta_seconds=None if eta is None else round(max(eta, 0.0), 1), **extra)
+
+
+def mark_playable(engine: Engine, settings: Settings, media_id: str, job_id: str, *,
+                  duration: float | None, width: int | None, height: int | None,
+                  renditions_json: str) -> Outcome:
+    """A rendition (more) is published and in the master. The first time (from
+    ``processing``) stamps ``playable_at`` and records ``media.playable``."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        first = _move(session, Move.PLAYABLE, media_id, _owned_by(job_id),
+                      col(Media.state) == MediaState.PROCESSING, duration=duration, width=width,
+                      height=height, renditions_json=renditions_json, playable_at=now,
+                      updated_at=now)
+        if first:
+            return Outcome(True, tuple(_announce(session, settings, "media.playable", media_id)))
+        again = _move(session, Move.PLAYABLE, media_id, _owned_by(job_id),
+                      renditions_json=renditions_json, updated_at=now)
+    return Outcome(again)
 
 
 def mark_ready(engine: Engine, settings: Settings, media_id: str, job_id: str, *,
@@ -284,7 +328,7 @@ def retry(engine: Engine, media_id: str) -> Generation | None:
         with session_scope(engine) as session:
             if _move(session, Move.RETRY, media_id, col(Media.job_id) == media.job_id,
                      job_id=new_id, progress=0.0, eta_seconds=None, error=None, attempts=0,
-                     enqueued_at=None, started_at=None, finished_at=None):
+                     enqueued_at=None, started_at=None, playable_at=None, finished_at=None):
                 return Generation(media.job_id, new_id)
         # Someone moved it to another generation between our read and our write: again.
     raise RuntimeError(f"media {media_id}: the job id kept changing under the retry")

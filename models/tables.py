@@ -83,7 +83,11 @@ class Media(SQLModel, table=True):
     duration: float | None = None
     width: int | None = None
     height: int | None = None
+    # Every rendition planned for this media, each with its own state (a
+    # models.lifecycle.RenditionState value) and progress; the ready ones are in the master.
     renditions_json: str = "[]"
+    # The fast path's verdict (transcoder/fastpath.py): {"eligible", "reason", "top_rung", ...}.
+    fast_path_json: str = "{}"
     has_poster: bool = False
     has_storyboard: bool = False
     attempts: int = 0
@@ -92,6 +96,7 @@ class Media(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=Timestamp)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=Timestamp)
     started_at: datetime | None = Field(default=None, sa_type=Timestamp)
+    playable_at: datetime | None = Field(default=None, sa_type=Timestamp)  # first rendition out
     finished_at: datetime | None = Field(default=None, sa_type=Timestamp)
 
     @property

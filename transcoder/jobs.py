@@ -47,7 +47,7 @@ from models.layout import Layout
 from models.lifecycle import default_job_id
 from models.logs import event
 from models.tables import Media
-from transcoder import webhooks
+from transcoder import fastpath, progressive, webhooks
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
 from transcoder.pipeline import TranscodeResult, transcode
 from transcoder.probe import probe
@@ -125,13 +125,23 @@ class Attempt:
                   container=info.container, timeout=round(budget))
             self._clear_scratch()
             scratch.mkdir(parents=True)
-            result = transcode(source, scratch, cfg, on_progress=self._progress, timeout=budget,
-                               should_stop=self.stop.should_stop, probed=info)
+            live = self.layout.media_dir(self.media_id)
+            staged = scratch / "out" if not cfg.progressive else live
+            if cfg.fast_path or cfg.progressive:
+                result = progressive.run(source, info, cfg, scratch, staged,
+                                         time.monotonic() + budget, self.stop.should_stop,
+                                         self._progressive_hooks())
+            else:  # the baseline: one ffmpeg for the whole ladder, published at the end
+                staged = scratch
+                result = transcode(source, scratch, cfg, on_progress=self._progress,
+                                   timeout=budget, should_stop=self.stop.should_stop,
+                                   probed=info)
             # Finished work is published even when a shutdown arrived meanwhile (it takes
             # milliseconds); only a deleted or superseded media makes us discard it.
             if not lifecycle.is_current(self.engine, self.media_id, self.job_id):
                 return self._stood_down()
-            publish_dir(scratch, self.layout.media_dir(self.media_id), self.layout.scratch)
+            if staged != live:
+                publish_dir(staged, live, self.layout.scratch)
             self._mark_ready(result)
             event(log, "transcode.ready", self.media_id, job=self.job_id, attempt=self.attempt,
                   seconds=round(time.monotonic() - started, 2), duration=result.duration,
@@ -184,19 +194,51 @@ class Attempt:
         self.attempt = claimed.attempts
         return claimed
 
-    def _progress(self, percent: float, eta: float | None) -> None:
+    def _progress(self, percent: float, eta: float | None,
+                  renditions: list[dict] | None = None) -> None:
         """Called by the pipeline; one database write a second at most, never raises."""
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_EVERY_S and percent < 100.0:
             return
         self._last_progress = now
         try:
-            current = lifecycle.progress(self.engine, self.media_id, self.job_id, percent, eta)
+            current = lifecycle.progress(
+                self.engine, self.media_id, self.job_id, percent, eta,
+                renditions_json=json.dumps(renditions) if renditions is not None else None)
         except SQLAlchemyError as exc:
             event(log, "progress.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
             return
         if not current:  # deleted, cancelled, or retried as a new generation: stop the CPU
             self.stop.request("cancelled")
+
+    def _progressive_hooks(self) -> progressive.Hooks:
+        return progressive.Hooks(progress=self._progress, verdict=self._verdict,
+                                 playable=self._playable)
+
+    def _verdict(self, verdict: fastpath.Verdict) -> None:
+        """Every fast-path decision is logged with its reason and kept for the media JSON."""
+        event(log, "transcode.fast_path", self.media_id, job=self.job_id,
+              eligible=verdict.eligible, top_rung=verdict.top_rung, reason=verdict.reason)
+        try:
+            media = lifecycle.get(self.engine, self.media_id)
+            lifecycle.progress(self.engine, self.media_id, self.job_id,
+                               media.progress if media else 0.0, None,
+                               fast_path_json=json.dumps(verdict.as_json()))
+        except SQLAlchemyError as exc:
+            event(log, "progress.not_saved", self.media_id, level=logging.WARNING, error=str(exc))
+
+    def _playable(self, renditions: list[dict], duration: float, width: int | None,
+                  height: int | None) -> None:
+        """A rendition is published and in the master: ``playable``, ``media.playable``."""
+        done = lifecycle.mark_playable(self.engine, self.settings, self.media_id, self.job_id,
+                                       duration=duration, width=width, height=height,
+                                       renditions_json=json.dumps(renditions))
+        if not done:
+            self.stop.request("cancelled")
+            return
+        webhooks.enqueue(self.settings, self.engine, done.hooks)  # never raises
+        event(log, "transcode.playable", self.media_id, job=self.job_id,
+              renditions=[r["name"] for r in renditions if r.get("state") == "ready"])
 
     def _mark_ready(self, result: TranscodeResult) -> None:
         done = lifecycle.mark_ready(
@@ -247,6 +289,10 @@ class Attempt:
         return Retry(max=SHUTDOWN_REQUEUES, interval=0, enqueue_at_front=True)
 
     def _stood_down(self) -> Any:
+        if self.settings.transcode.progressive and lifecycle.get(self.engine,
+                                                                 self.media_id) is None:
+            # deleted while we were publishing piece by piece into its directory
+            shutil.rmtree(self.layout.media_dir(self.media_id), ignore_errors=True)
         event(log, "transcode.stood_down", self.media_id, job=self.job_id,
               why="media deleted or transcoded again as a newer job")
         return {"media": self.media_id, "skipped": True}

@@ -63,6 +63,12 @@ class VideoInfo:
     color_primaries: str | None = None
     color_space: str | None = None
     rotation: int = 0
+    # What the fast path (transcoder/fastpath.py) judges a stream copy by; "" / None unknown.
+    profile: str = ""
+    level: int | None = None
+    pix_fmt: str = ""
+    bits: int | None = None
+    start_time: float | None = None
 
     @property
     def hdr(self) -> bool:
@@ -77,6 +83,10 @@ class AudioInfo:
     codec: str
     channels: int
     sample_rate: int
+    profile: str = ""
+    channel_layout: str = ""
+    bit_rate: int | None = None
+    start_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,11 @@ def _video_info(stream: dict) -> VideoInfo:
         color_primaries=_tag(stream.get("color_primaries")),
         color_space=_tag(stream.get("color_space")),
         rotation=_rotation(stream),
+        profile=str(stream.get("profile") or ""),
+        level=int(_number(stream.get("level")) or 0) or None,
+        pix_fmt=str(stream.get("pix_fmt") or ""),
+        bits=int(_number(stream.get("bits_per_raw_sample")) or 0) or None,
+        start_time=_number(stream.get("start_time")),
     )
 
 
@@ -252,7 +267,11 @@ def _interpret(path: Path, size: int, data: dict, cfg: TranscodeConfig,
     if astream is not None:
         audio = AudioInfo(index=int(astream["index"]), codec=str(astream["codec_name"]),
                           channels=int(astream.get("channels") or 0),
-                          sample_rate=int(_number(astream.get("sample_rate")) or 0))
+                          sample_rate=int(_number(astream.get("sample_rate")) or 0),
+                          profile=str(astream.get("profile") or ""),
+                          channel_layout=str(astream.get("channel_layout") or ""),
+                          bit_rate=int(_number(astream.get("bit_rate")) or 0) or None,
+                          start_time=_number(astream.get("start_time")))
     # The chosen streams' own durations first: a container's duration also counts subtitle
     # or data tracks we drop, which would make a complete file look truncated afterwards.
     durations = [_number(s.get("duration")) for s in (vstream, astream) if s is not None]

@@ -37,7 +37,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from models.layout import Layout
-from models.lifecycle import MediaState
+from models.lifecycle import SERVABLE
 from models.tables import Media, Upload
 from tus_server.api.ids import is_media_id
 from tus_server.auth import errors as AE
@@ -144,7 +144,7 @@ class Delivery:
         with Session(self.engine) as session:
             media = session.get(Media, media_id)
             if media is not None:
-                return Item(True, media.owner, media.state == MediaState.READY)
+                return Item(True, media.owner, media.state in SERVABLE)
             upload = session.get(Upload, media_id)
             return Item(True, upload.owner) if upload is not None else Item(False)
 

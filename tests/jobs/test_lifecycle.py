@@ -60,7 +60,8 @@ def claimed(engine: Engine, job_id: str = JOB) -> Media:
 
 # ---------------------------------------------------------------------------------- the table
 def test_states_are_the_strings_stored_and_answered() -> None:
-    assert [s.value for s in MediaState] == ["queued", "processing", "ready", "failed"]
+    assert [s.value for s in MediaState] == ["queued", "processing", "playable", "ready",
+                                             "failed"]
     assert Media(id=MEDIA).state == MediaState.QUEUED == "queued"
     assert json.dumps({"state": MediaState.READY}) == '{"state": "ready"}'
     assert f"{MediaState.FAILED}" == "failed"

@@ -20,6 +20,11 @@ from tests.support.waiting import wait_until
 from models.redis_conn import connect
 
 
+# These tests pin the one-job-per-video baseline, where nothing is visible before the whole
+# ladder is; tests/jobs/test_progressive.py covers the same crashes with progressive publish.
+BASELINE = {"fast_path": False, "progressive": False}
+
+
 def test_redis_down_at_completion_job_runs_once_when_it_is_back(
         stack: Callable, start_server: Callable, redis_server: RedisServer, clips: dict) -> None:
     s = stack()
@@ -71,7 +76,7 @@ def _complete_or_absent(out: Path, problems: list[str], stop: threading.Event) -
 
 def test_worker_killed_mid_transcode_media_still_ends_ready(
         stack: Callable, start_server: Callable, clips: dict) -> None:
-    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium"})
+    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium", **BASELINE})
     server = start_server(config=s.config)
     layout = Layout(s.settings.data_dir)
     out = layout.media_dir("x")
@@ -116,7 +121,7 @@ def test_worker_killed_mid_transcode_media_still_ends_ready(
 
 def test_worker_stopped_mid_transcode_requeues_without_using_a_try(
         stack: Callable, start_server: Callable, clips: dict) -> None:
-    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium"})
+    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium", **BASELINE})
     server = start_server(config=s.config)
     worker = s.start_worker("leaving")
     media_id = upload(server.url, clips["long"])
@@ -163,7 +168,7 @@ def test_jobs_lost_with_redis_data_are_enqueued_again(
 def test_cancel_stops_the_running_job_and_the_worker_goes_on(
         stack: Callable, start_server: Callable, clips: dict) -> None:
     from transcoder.queue import cancel_media
-    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium"})
+    s = stack(transcode={"ladder": SLOW_LADDER, "preset": "medium", **BASELINE})
     server = start_server(config=s.config)
     worker = s.start_worker()
     first = upload(server.url, clips["long"])

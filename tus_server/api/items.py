@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from models.clock import iso
 from models.layout import Layout
-from models.lifecycle import MediaState
+from models.lifecycle import SERVABLE, WORKING, MediaState, RenditionState
 from models.tables import Media, Upload
 from tus_server.api.access import EVERYONE, Viewer
 from tus_server.api.ids import is_media_id
@@ -146,6 +146,8 @@ class MediaCatalog:
 
     def media_item(self, media: Media, queue_position: int | None = None) -> dict[str, Any]:
         ready = media.state == MediaState.READY
+        servable = media.state in SERVABLE
+        working = media.state in WORKING
         return {
             "id": media.id,
             "title": media.title,
@@ -154,18 +156,20 @@ class MediaCatalog:
             "filetype": media.filetype,
             "size": media.size,
             "state": media.state,
-            "progress": round(media.progress or 0.0, 1) if media.state == MediaState.PROCESSING
+            "progress": round(media.progress or 0.0, 1) if working
             else (100.0 if ready else 0.0),
-            "eta_seconds": media.eta_seconds if media.state == MediaState.PROCESSING else None,
+            "eta_seconds": media.eta_seconds if working else None,
             "queue_position": queue_position if media.state == MediaState.QUEUED else None,
             "error": media.error if media.state == MediaState.FAILED else None,
             "duration": media.duration,
             "width": media.width,
             "height": media.height,
-            "renditions": _renditions(media) if ready else [],
+            "renditions": _renditions(media) if servable or working else [],
+            "versions": _versions(media) if servable or working else None,
+            "fast_path": _fast_path(media),
             "poster": self._url(media.id, "poster.jpg") if ready and media.has_poster else None,
             "storyboard": self._url(media.id, "storyboard.vtt") if ready and media.has_storyboard else None,
-            "playlist": self._url(media.id, "master.m3u8") if ready else None,
+            "playlist": self._url(media.id, "master.m3u8") if servable else None,
             "page": self._url(media.id),
             "owner": media.owner,
             "upload": None,
@@ -194,6 +198,8 @@ class MediaCatalog:
             "width": None,
             "height": None,
             "renditions": [],
+            "versions": None,
+            "fast_path": None,
             "poster": None,
             "storyboard": None,
             "playlist": None,
@@ -206,10 +212,32 @@ class MediaCatalog:
 
 
 def _renditions(media: Media) -> list[dict[str, Any]]:
-    """Only the fields a client needs, whatever else the transcoder keeps there."""
+    """Only the fields a client needs, whatever else the transcoder keeps there: every
+    planned rendition with its own state (pending, encoding, ready, replaced, dropped) and
+    progress. Rows written before renditions had states are ready ones."""
     keep = ("name", "width", "height", "bandwidth", "average_bandwidth", "codecs", "frame_rate")
     try:
         rungs = media.renditions
     except (TypeError, ValueError):
         return []
-    return [{k: r.get(k) for k in keep} for r in rungs if isinstance(r, dict)]
+    return [{**{k: r.get(k) for k in keep}, "role": r.get("role", "ladder"),
+             "state": r.get("state", RenditionState.READY.value),
+             "progress": r.get("progress", 100.0)}
+            for r in rungs if isinstance(r, dict)]
+
+
+def _versions(media: Media) -> dict[str, int]:
+    """"2 of 5 versions": renditions in the master now, and in the master when ready."""
+    rows = _renditions(media)
+    final = [r for r in rows if r["role"] != "standin" and r["state"] != RenditionState.DROPPED]
+    ready = [r for r in rows if r["state"] == RenditionState.READY]
+    return {"ready": len(ready), "total": max(len(final), len(ready))}
+
+
+def _fast_path(media: Media) -> dict[str, Any] | None:
+    """The fast path's verdict and its reason, once the job has judged the source."""
+    try:
+        verdict = json.loads(media.fast_path_json or "{}")
+    except ValueError:
+        return None
+    return verdict if isinstance(verdict, dict) and verdict else None

@@ -314,6 +314,12 @@ function hidePreview () {
 }
 
 // ------------------------------------------------------------------ start
+// Playable media already have a master with at least one rendition: play it now. Later
+// renditions reach players that load afterwards (players never re-fetch a master).
+function watchable (item) {
+  return item.state === 'ready' || item.state === 'playable'
+}
+
 async function main () {
   let item
   try {
@@ -324,7 +330,7 @@ async function main () {
     return
   }
   showDetails(item)
-  if (item.state === 'ready') {
+  if (watchable(item)) {
     start(item)
     return
   }
@@ -336,10 +342,10 @@ async function main () {
       const changed = next.state !== item.state
       item = next
       showDetails(item)
-      if (item.state === 'ready') {
-        live.close()
+      if (watchable(item)) {
+        if (item.state === 'ready') live.close()
         start(item)
-        announce(t('announce.state', { title: titleOf(item), state: t('state.ready'), detail: '' }))
+        if (changed) announce(t('announce.state', { title: titleOf(item), state: t(`state.${item.state}`), detail: '' }))
         return
       }
       const { label, detail } = showWaiting(item)
@@ -353,8 +359,8 @@ async function main () {
       try {
         const next = await api(`/api/media/${mediaId}`)
         item = next
-        if (next.state === 'ready') {
-          live.close()
+        if (watchable(next)) {
+          if (next.state === 'ready') live.close()
           start(next)
         } else {
           showWaiting(next)

@@ -5,8 +5,17 @@ import { formatPercent, formatWait, t } from './common.js'
 
 const STALLED_AFTER_MS = 60_000
 
+function readyCount (item) {
+  return (item.renditions || []).filter((r) => !r.state || r.state === 'ready').length
+}
+
+/** The renditions a player can pick now (every one, for rows written before states). */
+export function readyRenditions (item) {
+  return (item.renditions || []).filter((r) => !r.state || r.state === 'ready')
+}
+
 export function renditionNames (item) {
-  return (item.renditions || [])
+  return readyRenditions(item)
     .slice()
     .sort((a, b) => (b.height || 0) - (a.height || 0))
     .map((r) => r.name || `${r.height}p`)
@@ -40,6 +49,15 @@ export function describe (item, now = Date.now()) {
           : t('status.processing', { percent }),
         progress: item.progress || 0
       }
+    case 'playable': {
+      // Watchable now; the rest of the ladder is still being made ("2 of 5 versions").
+      const versions = item.versions || { ready: readyCount(item), total: (item.renditions || []).length }
+      return {
+        label: t('state.playable'),
+        detail: t('status.playable', { ready: versions.ready, total: versions.total }),
+        progress: item.progress || 0
+      }
+    }
     case 'ready': {
       const names = renditionNames(item)
       return {

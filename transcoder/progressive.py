@@ -1,0 +1,441 @@
+"""Progressive publish: a first rendition out in seconds, then the ladder, one master at a time.
+
+``run`` turns one source into a published ladder in two stages:
+
+1. a *stand-in*: the source stream-copied (``transcoder.fastpath``) or, for sources the fast
+   path cannot take, one quick low rung. With ``[transcode] progressive`` it is published at
+   once and the master lists it: the media becomes ``playable``. When the copy fits the top
+   rung it *is* that rung and stays; otherwise it leaves the master once the ladder is out
+   (its files stay, so a player already playing it keeps playing).
+2. the ladder (``transcoder.pipeline.transcode``, the other engineer's capped-CRF rungs, shared
+   audio group, loudness, tone mapping) for every remaining rung.
+
+Publishing a piece means: all its segments and its media playlist are written in scratch,
+then its folder is renamed into ``media/<id>/`` (one rename), then the master is rebuilt from
+what is published and replaced atomically (write, fsync, ``os.replace``). A player never sees
+a rendition before all of it exists, and a SIGKILLed worker leaves only scratch behind.
+
+Without ``progressive`` every piece goes into one staged directory which the caller publishes
+with one rename, exactly as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import math
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from models.config import TranscodeConfig
+from models.lifecycle import RenditionState
+from transcoder import fastpath
+from transcoder.extras import STORYBOARD_FILE
+from transcoder.errors import FfmpegFailed, TranscodeCancelled
+from transcoder.ffmpeg import AUDIO_GROUP, IFRAME_PLAYLIST, MASTER_PLAYLIST, MEDIA_PLAYLIST
+from transcoder.ladder import RenditionPlan, plan_ladder
+from transcoder.pipeline import TranscodeResult, run_ffmpeg, transcode
+from transcoder.playlists import (
+    AAC_LC, AudioRendition, Variant, average_bitrate, avc_codec_from_init, iframe_bitrates,
+    iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist, render_master,
+    with_audio,
+)
+from transcoder.probe import ProbeResult, scan_video_packets
+
+COPY_SHARE = 3.0     # percent of the bar a stream copy covers
+QUICK_SHARE = 20.0   # ... and a quick first rung
+PLAYLIST_VERSION = 7
+REPORT_EVERY_S = 1.0
+
+ProgressHook = Callable[[float, "float | None", list[dict]], None]
+
+
+@dataclass
+class Hooks:
+    """What the job hears while ``run`` works; each may be None."""
+
+    progress: ProgressHook | None = None                       # percent, eta, renditions
+    verdict: Callable[[fastpath.Verdict], None] | None = None
+    playable: Callable[[list[dict], float, int | None, int | None], None] | None = None
+
+
+class StopCheck:
+    """``should_stop`` asked at most once a second (it may hit the database)."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None) -> None:
+        self._should_stop = should_stop
+        self._last = float("-inf")
+
+    def check(self, force: bool = False) -> None:
+        if self._should_stop is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < REPORT_EVERY_S:
+            return
+        self._last = now
+        if self._should_stop():
+            raise TranscodeCancelled("The conversion was stopped before it finished.")
+
+
+@dataclass
+class Piece:
+    """A published (or publishable) video rendition and the numbers the master needs."""
+
+    name: str
+    variant: Variant
+    video_peak: int
+    video_average: int
+    target: int
+
+
+@dataclass
+class Board:
+    """Every rendition's state and progress, in the order the media JSON lists them."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, name: str, role: str, plan: RenditionPlan | None = None) -> None:
+        self.rows.append({"name": name, "role": role, "state": RenditionState.PENDING.value,
+                          "progress": 0.0, "width": plan.width if plan else None,
+                          "height": plan.height if plan else None})
+
+    def set(self, name: str, **values: object) -> None:
+        for row in self.rows:
+            if row["name"] == name:
+                row.update({k: (v.value if isinstance(v, RenditionState) else v)
+                            for k, v in values.items()})
+
+    def names(self, role: str | None = None) -> list[str]:
+        return [r["name"] for r in self.rows if role is None or r["role"] == role]
+
+    def snapshot(self) -> list[dict]:
+        return [dict(r) for r in self.rows]
+
+
+def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, target: Path,
+        deadline: float, should_stop: Callable[[], bool] | None = None,
+        hooks: Hooks | None = None) -> TranscodeResult:
+    """Convert ``source`` into ``target``: the live media directory (``progressive``) or an
+    empty staged directory that the caller publishes in one rename (not ``progressive``)."""
+    hooks = hooks or Hooks()
+    stop = StopCheck(should_stop)
+    stop.check(force=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
+    packets = None
+    if cfg.fast_path and info.video is not None:
+        packets = fastpath.scan_source(cfg, info, max(1.0, min(fastpath.SCAN_TIMEOUT_S,
+                                                                 deadline - time.monotonic())))
+    verdict = fastpath.assess(info, packets, cfg)
+    if hooks.verdict:
+        hooks.verdict(verdict)
+
+    # What to make: a stand-in (copy or quick rung), then the remaining rungs.
+    ladder_cfg = cfg
+    standin: str | None = None
+    quick_plan: RenditionPlan | None = None
+    full = plan_ladder(info, cfg)
+    board = Board()
+    if verdict.eligible and verdict.top_rung is not None and (cfg.audio_group
+                                                              or info.audio is None):
+        standin = verdict.top_rung
+        top_short = min(full[0].width or 0, full[0].height or 0)
+        # The copy's GOP becomes everybody's IDR interval, so segment cuts line up.
+        ladder_cfg = dataclasses.replace(
+            cfg, keyframe_interval=verdict.keyframe_interval or cfg.keyframe_interval,
+            ladder=tuple(r for r in cfg.ladder if r.height < top_short))
+        board.add(standin, "copy", full[0])
+    elif verdict.eligible and cfg.progressive:
+        standin = fastpath.COPY_NAME
+        board.add(standin, "standin")
+    elif info.video is not None and cfg.progressive and len(full) > 1 and cfg.first_rung:
+        quick_plan = fastpath.first_rung_plan(info, cfg)
+        standin = quick_plan.name
+        board.add(standin, "standin", quick_plan)
+    ladder_plans = plan_ladder(info, ladder_cfg) if ladder_cfg.ladder else []
+    for plan in ladder_plans:
+        board.add(plan.name, "ladder", plan)
+
+    report = _Reporter(hooks.progress, board)
+    published: list[Piece] = []
+    stand_share = 0.0
+    if standin is not None:
+        stand_share = QUICK_SHARE if quick_plan is not None else COPY_SHARE
+        if not ladder_plans:
+            stand_share = 100.0
+        board.set(standin, state=RenditionState.ENCODING)
+        report(0.0, None)
+        stage = scratch / "stage"
+        _fresh(stage)
+        names = [standin] + ([AUDIO_GROUP if quick_plan else fastpath.FIRST_AUDIO]
+                             if info.audio is not None else [])
+        for name in names:
+            (stage / name).mkdir()
+        argv = (fastpath.first_rung_command(cfg, info, quick_plan) if quick_plan is not None
+                else fastpath.copy_command(cfg, info, verdict, standin))
+        run_ffmpeg(argv, stage, info.duration, deadline,
+                   report.scaled(0.0, stand_share, [standin]), stop)
+        if quick_plan is not None and info.audio is not None:
+            os.rename(stage / AUDIO_GROUP, stage / fastpath.FIRST_AUDIO)
+        _fix_target_duration(stage / standin / MEDIA_PLAYLIST)
+        piece = describe(stage / standin, standin, info, cfg, deadline)
+        audio_dir = stage / fastpath.FIRST_AUDIO if info.audio is not None else None
+        stop.check(force=True)
+        if cfg.progressive:
+            if audio_dir is not None:
+                place(audio_dir, target, fastpath.FIRST_AUDIO, scratch)
+            place(stage / standin, target, standin, scratch)
+            write_master(target, [piece], fastpath.FIRST_AUDIO if audio_dir else None)
+            board.set(standin, state=RenditionState.READY, progress=100.0)
+            report(stand_share, None)
+            if hooks.playable:
+                hooks.playable(board.snapshot(), round(info.duration, 3),
+                               piece.variant.resolution[0] if piece.variant.resolution else None,
+                               piece.variant.resolution[1] if piece.variant.resolution else None)
+        published.append(piece)
+
+    if not ladder_plans:
+        if not published:
+            raise FfmpegFailed("Nothing was planned for this video.")
+        if not cfg.progressive:
+            for name in [published[0].name, fastpath.FIRST_AUDIO]:
+                if (scratch / "stage" / name).exists():
+                    place(scratch / "stage" / name, target, name, scratch)
+        write_master(target, published, fastpath.FIRST_AUDIO if info.audio is not None else None)
+        board.set(published[0].name, state=RenditionState.READY, progress=100.0)
+        report(100.0, 0.0)
+        res = published[0].variant.resolution
+        return TranscodeResult(round(info.duration, 3), res[0] if res else None,
+                               res[1] if res else None, board.snapshot(), MASTER_PLAYLIST,
+                               None, None)
+
+    ladder_dir = scratch / "ladder"
+    _fresh(ladder_dir)
+    lnames = [p.name for p in ladder_plans]
+    for name in lnames:
+        board.set(name, state=RenditionState.ENCODING)
+    result = transcode(source, ladder_dir, ladder_cfg,
+                       on_progress=report.scaled(stand_share, 100.0, lnames),
+                       timeout=max(1.0, deadline - time.monotonic()), should_stop=should_stop,
+                       probed=info)
+    stop.check(force=True)
+    made = {r["name"] for r in result.renditions}
+    variants, group = parse_master((ladder_dir / MASTER_PLAYLIST).read_text(encoding="utf-8"))
+    if not cfg.progressive and standin is not None:
+        stage = scratch / "stage"
+        if verdict.top_rung == standin:
+            place(stage / standin, target, standin, scratch)
+    for name in lnames:
+        if name in made:
+            place(ladder_dir / name, target, name, scratch)
+    if group is not None:
+        place(ladder_dir / AUDIO_GROUP, target, AUDIO_GROUP, scratch)
+    extras = [result.poster] + ([STORYBOARD_FILE, result.storyboard] if result.storyboard
+                                else [])
+    for extra in extras:
+        if extra and (ladder_dir / extra).exists():
+            place(ladder_dir / extra, target, extra, scratch)
+    final = list(variants)
+    if verdict.top_rung is not None and standin == verdict.top_rung:
+        top = published[0]
+        final.insert(0, _with_group_audio(top, target / AUDIO_GROUP if group else None))
+    write_master(target, final, AUDIO_GROUP if group else None)
+    for name in lnames:
+        board.set(name, state=RenditionState.READY if name in made else RenditionState.DROPPED,
+                  progress=100.0)
+    if standin is not None and standin != verdict.top_rung:
+        board.set(standin, state=RenditionState.REPLACED)
+    elif standin is not None:
+        board.set(standin, state=RenditionState.READY, progress=100.0)
+    for row, rendition in ((r, _find(result.renditions, r["name"])) for r in board.rows):
+        if rendition:
+            row.update({k: rendition.get(k) for k in ("width", "height", "bandwidth",
+                                                      "average_bandwidth", "codecs",
+                                                      "frame_rate")})
+    for piece in final:
+        row_name = piece.variant.uri.split("/")[0]
+        board.set(row_name, bandwidth=piece.variant.bandwidth,
+                  average_bandwidth=piece.variant.average_bandwidth, codecs=piece.variant.codecs,
+                  frame_rate=piece.variant.frame_rate)
+    report(100.0, 0.0)
+    first = final[0].variant.resolution
+    # Ready: the list is what the master holds (a stand-in that left it is history).
+    kept = [r for r in board.snapshot() if r["state"] != RenditionState.REPLACED]
+    return TranscodeResult(result.duration, first[0] if first else result.width,
+                           first[1] if first else result.height, kept,
+                           MASTER_PLAYLIST, result.poster, result.storyboard)
+
+
+def _find(rows: list[dict], name: str) -> dict | None:
+    return next((r for r in rows if r.get("name") == name), None)
+
+
+class _Reporter:
+    """Turns ffmpeg progress of one stage into the media's percent and the board's rows."""
+
+    def __init__(self, hook: ProgressHook | None, board: Board) -> None:
+        self.hook = hook
+        self.board = board
+
+    def __call__(self, percent: float, eta: float | None) -> None:
+        if self.hook:
+            self.hook(percent, eta, self.board.snapshot())
+
+    def scaled(self, low: float, high: float,
+               names: list[str]) -> Callable[[float, float | None], None]:
+        def report(percent: float, eta: float | None) -> None:
+            for name in names:
+                self.board.set(name, progress=round(min(percent, 99.9), 1))
+            self(low + (high - low) * percent / 100.0, eta)
+        return report
+
+
+# ---------------------------------------------------------------------------------- describing
+def describe(folder: Path, name: str, info: ProbeResult, cfg: TranscodeConfig,
+             deadline: float) -> Piece:
+    """Measure one written video rendition (its own files, not what was asked for) and write
+    its I-frame playlist."""
+    try:
+        playlist = parse_media_playlist((folder / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
+        sizes = [(folder / s.uri).stat().st_size for s in playlist.segments]
+        init = (folder / playlist.map_uri).read_bytes() if playlist.map_uri else b""
+    except (OSError, ValueError) as exc:
+        raise FfmpegFailed("The converter did not produce a complete video.",
+                           detail=f"{name}: {exc}") from exc
+    if not playlist.segments or not playlist.endlist:
+        raise FfmpegFailed("The converter did not produce a complete video.",
+                           detail=f"{name}: incomplete playlist")
+    durations = [s.duration for s in playlist.segments]
+    target = playlist.target_duration or cfg.segment_duration
+    codec = avc_codec_from_init(init) or ""
+    files = ([folder / playlist.map_uri] if playlist.map_uri else []) + \
+        [folder / s.uri for s in playlist.segments]
+    scan = scan_video_packets(files, "fmp4", cfg, max(1.0, deadline - time.monotonic()))
+    entries = iframe_entries(scan.packets, playlist.segments, sizes, len(init), "fmp4")
+    iframe_uri, ipeak, iavg = None, 0, 0
+    if entries:
+        (folder / IFRAME_PLAYLIST).write_text(
+            render_iframe_playlist(entries, playlist.map_uri, PLAYLIST_VERSION), encoding="utf-8")
+        iframe_uri = f"{name}/{IFRAME_PLAYLIST}"
+        ipeak, iavg = iframe_bitrates(entries)
+    peak, average = peak_bitrate(durations, sizes, target), average_bitrate(durations, sizes)
+    width, height = scan.width, scan.height
+    if info.video is not None and (width is None or height is None):
+        width, height = info.video.width, info.video.height
+    codecs = ",".join([codec] + ([AAC_LC] if info.audio is not None else []))
+    fps = round(float(info.video.fps), 3) if info.video is not None else None
+    variant = Variant(f"{name}/{MEDIA_PLAYLIST}", peak, average, codecs,
+                      (width, height) if width and height else None, fps, iframe_uri, ipeak,
+                      iavg, codec)
+    if info.audio is not None:
+        variant = _add_audio(variant, peak, average, target, folder.parent / fastpath.FIRST_AUDIO)
+    return Piece(name, variant, peak, average, target)
+
+
+def _add_audio(variant: Variant, peak: int, average: int, target: int,
+               audio_dir: Path | None) -> Variant:
+    if audio_dir is None or not (audio_dir / MEDIA_PLAYLIST).exists():
+        return variant
+    playlist = parse_media_playlist((audio_dir / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
+    sizes = [(audio_dir / s.uri).stat().st_size for s in playlist.segments]
+    total, avg = with_audio(peak, average, [s.duration for s in playlist.segments], sizes, target)
+    return dataclasses.replace(variant, bandwidth=total, average_bandwidth=avg)
+
+
+def _with_group_audio(piece: Piece, audio_dir: Path | None) -> Piece:
+    """The copied top rung's numbers against the ladder's (final) audio group."""
+    variant = dataclasses.replace(piece.variant, bandwidth=piece.video_peak,
+                                  average_bandwidth=piece.video_average)
+    variant = _add_audio(variant, piece.video_peak, piece.video_average, piece.target, audio_dir)
+    return dataclasses.replace(piece, variant=variant)
+
+
+_ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+
+
+def parse_master(text: str) -> tuple[list[Piece], str | None]:
+    """The variants (and the audio group id) of a master ``render_master`` wrote, so the
+    ladder's measured numbers are reused rather than measured twice."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    iframes: dict[str, dict[str, str]] = {}
+    group = None
+    for line in lines:
+        if line.startswith("#EXT-X-I-FRAME-STREAM-INF:"):
+            attrs = {k: v.strip('"') for k, v in _ATTR.findall(line.split(":", 1)[1])}
+            iframes[attrs["URI"].split("/")[0]] = attrs
+        elif line.startswith("#EXT-X-MEDIA:"):
+            attrs = {k: v.strip('"') for k, v in _ATTR.findall(line.split(":", 1)[1])}
+            if attrs.get("TYPE") == "AUDIO":
+                group = attrs.get("GROUP-ID")
+    pieces = []
+    for i, line in enumerate(lines):
+        if not line.startswith("#EXT-X-STREAM-INF:"):
+            continue
+        attrs = {k: v.strip('"') for k, v in _ATTR.findall(line.split(":", 1)[1])}
+        uri = lines[i + 1]
+        name = uri.split("/")[0]
+        res = attrs.get("RESOLUTION")
+        resolution = tuple(int(x) for x in res.split("x")) if res else None
+        iframe = iframes.get(name, {})
+        variant = Variant(uri, int(attrs["BANDWIDTH"]), int(attrs.get("AVERAGE-BANDWIDTH", 0)),
+                          attrs.get("CODECS", ""), resolution,  # type: ignore[arg-type]
+                          float(attrs["FRAME-RATE"]) if "FRAME-RATE" in attrs else None,
+                          iframe.get("URI"), int(iframe.get("BANDWIDTH", 0)),
+                          int(iframe.get("AVERAGE-BANDWIDTH", 0)), iframe.get("CODECS", ""))
+        pieces.append(Piece(name, variant, variant.bandwidth, variant.average_bandwidth, 0))
+    return pieces, group
+
+
+def _fix_target_duration(path: Path) -> None:
+    """ffmpeg rounds TARGETDURATION (``lrint``): a stream copy's 6.5 s GOP segment would be
+    longer than the target it declares. RFC 8216: at least every EXTINF, rounded up."""
+    text = path.read_text(encoding="utf-8")
+    longest = max((float(m) for m in re.findall(r"#EXTINF:([0-9.]+)", text)), default=1.0)
+    target = max(1, math.ceil(longest - 1e-3))
+    path.write_text(re.sub(r"#EXT-X-TARGETDURATION:\d+", f"#EXT-X-TARGETDURATION:{target}",
+                           text), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------- publishing
+def place(src: Path, root: Path, name: str, trash: Path) -> None:
+    """Make ``src`` visible as ``root/name`` with one rename; an older one of that name (an
+    earlier run) is moved aside first and removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / name
+    try:
+        os.rename(src, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+            raise
+    old = trash / f".replaced-{name}-{uuid.uuid4().hex[:8]}"
+    os.rename(dest, old)
+    os.rename(src, dest)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
+
+
+def write_master(root: Path, pieces: list[Piece], audio_group: str | None) -> None:
+    """The master from what is published, written beside itself and renamed over the old
+    one: readers get the old or the new file, never half of one."""
+    audio = AudioRendition(f"{audio_group}/{MEDIA_PLAYLIST}", audio_group) if audio_group else None
+    text = render_master([p.variant for p in pieces], PLAYLIST_VERSION, audio)
+    tmp = root / f".{MASTER_PLAYLIST}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / MASTER_PLAYLIST)
+
+
+def _fresh(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
