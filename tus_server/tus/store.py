@@ -275,7 +275,7 @@ class Appender:
         self.written = 0
         self.failed: OSError | None = None
 
-    def _write(self, buffers: list[bytes], position: int) -> int:
+    def _write(self, buffers: list[bytes], position: int, writeback: bool = True) -> int:
         """Runs on the pool; returns the bytes written, recording (not raising) a failure."""
         if self._hasher is not None:
             for data in buffers:
@@ -293,8 +293,16 @@ class Appender:
                         group = _skip(group, n)
         except OSError as exc:
             self.failed = exc
-        if self._writeback is not None and done:
+        if writeback and self._writeback is not None and done:
             self._writeback(self._fd, position, done)
+        return done
+
+    def _write_last(self, buffers: list[bytes], position: int, sync: bool) -> int:
+        """The last batch and the fdatasync in one trip to the pool (one hand-off per PATCH
+        fewer); the sync covers every byte written, also when this batch failed."""
+        done = self._write(buffers, position, writeback=False) if buffers and self.failed is None else 0
+        if sync and (self.written or done):
+            os.fdatasync(self._fd)
         return done
 
     async def _drain(self) -> None:
@@ -326,12 +334,13 @@ class Appender:
 
         A write failure is not raised here but left in ``failed``: the caller still records
         the bytes that did reach the file."""
+        sync = self._store.fsync if sync is None else sync
         try:
-            if self._buffered:
-                await self._flush_async()
             await self._drain()
-            if (self._store.fsync if sync is None else sync) and self.written:
-                await self._store.run(os.fdatasync, self._fd)
+            buffers, position = self._buffer, self._offset + self._scheduled
+            self._buffer, self._buffered = [], 0
+            if buffers or (sync and self.written):
+                self.written += await self._store.run(self._write_last, buffers, position, sync)
         finally:
             os.close(self._fd)
         return self.written
