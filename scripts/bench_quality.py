@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.config import TranscodeConfig, load_settings  # noqa: E402
+from transcoder.ladder import lean_ladder  # noqa: E402
 from transcoder.pipeline import transcode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +232,11 @@ def report(clip: str, old: Run, new: Run) -> list[str]:
           f"once (shared group)")
     print(f"total bytes: old {old.total_bytes / 1e6:.2f} MB, new {new.total_bytes / 1e6:.2f} MB,"
           f" new/old {ratio:.3f}; dropped rungs: {', '.join(new.dropped) or 'none'}")
+    kbps = [r.kbps for r in new.rungs]
+    for saving in (0.25, 0.35, 0.5):
+        keep = lean_ladder(kbps, saving)
+        gone = [r.name for r, k in zip(new.rungs, keep) if not k]
+        print(f"  lean rule, rung_min_saving = {saving}: would drop {', '.join(gone) or 'none'}")
     print(f"encode CPU: old {old.cpu:.1f} s, new {new.cpu:.1f} s, new/old {cpu_ratio:.2f}")
     print(f"loudness: old {old.lufs:.1f} LUFS / {old.true_peak:.1f} dBTP, "
           f"new {new.lufs:.1f} LUFS / {new.true_peak:.1f} dBTP; new channel RMS "
