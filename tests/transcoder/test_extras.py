@@ -1,21 +1,15 @@
 """Poster and storyboard planning, and the WebVTT it writes."""
 
 import re
-from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
 from models.config import TranscodeConfig
 from transcoder.extras import plan_poster, plan_storyboard, storyboard_interval
 from transcoder.ladder import plan_ladder
-from transcoder.probe import ProbeResult, VideoInfo
 from tests.support.filtergraph import Chain, last, names
+from tests.support.probes import fake_probe
 
-
-def fake_probe(duration, width=1280, height=720, fps=30) -> ProbeResult:
-    video = VideoInfo(0, "h264", width, height, Fraction(fps), False, None)
-    return ProbeResult(Path("/x.mp4"), "mov", "MP4/MOV", duration, 1, 1, video, None)
 
 
 @pytest.mark.parametrize("duration, expected", [(3, 1), (100, 1), (101, 2), (450, 5),
@@ -32,7 +26,7 @@ def test_configured_interval_is_kept_unless_it_makes_a_huge_sprite():
 
 
 def test_storyboard_grid_and_vtt_cover_the_whole_duration():
-    plan = plan_storyboard(fake_probe(95.5), TranscodeConfig(storyboard_columns=10))
+    plan = plan_storyboard(fake_probe(1280, 720, duration=95.5), TranscodeConfig(storyboard_columns=10))
     assert (plan.interval, plan.count, plan.columns, plan.rows) == (1, 96, 10, 10)
     assert (plan.tile_width, plan.tile_height) == (160, 90)
     chain = Chain.parse(plan.filter()).filters
@@ -51,13 +45,13 @@ def test_storyboard_grid_and_vtt_cover_the_whole_duration():
 
 
 def test_short_videos_get_a_single_row_and_portrait_tiles_keep_their_shape():
-    plan = plan_storyboard(fake_probe(3.0, 1080, 1920), TranscodeConfig())
+    plan = plan_storyboard(fake_probe(1080, 1920, duration=3.0), TranscodeConfig())
     assert (plan.count, plan.columns, plan.rows) == (3, 3, 1)
     assert (plan.tile_width, plan.tile_height) == (160, 284)
 
 
 def test_poster_searches_10_to_30_percent_in_at_the_top_rendition_size():
-    probe = fake_probe(20.0, 1920, 1080)
+    probe = fake_probe(1920, 1080, duration=20.0)
     plan = plan_poster(probe, plan_ladder(probe, TranscodeConfig()))
     assert (plan.start, plan.end) == (2.0, 6.0)
     assert (plan.width, plan.height) == (1280, 720)
@@ -73,6 +67,6 @@ def test_poster_searches_10_to_30_percent_in_at_the_top_rendition_size():
 
 
 def test_poster_window_is_capped_for_long_videos():
-    probe = fake_probe(3600.0)
+    probe = fake_probe(1280, 720, duration=3600.0)
     plan = plan_poster(probe, plan_ladder(probe, TranscodeConfig()))
     assert plan.end - plan.start == 10.0

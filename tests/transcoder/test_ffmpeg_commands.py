@@ -13,25 +13,14 @@ from transcoder.ffmpeg import (
     rendition_commands,
 )
 from transcoder.ladder import plan_ladder
-from transcoder.probe import AudioInfo, ProbeResult, VideoInfo
 from tests.support.filtergraph import Graph, last, names
+from tests.support.probes import fake_probe, value_after, values_after
 
 CFG = TranscodeConfig(rate_control="bitrate", audio_group=False)  # the fixed-bitrate ladder; the
 # quality ladder and the shared audio group: test_quality_commands.py
 
 
-def fake_probe(path="/up/load.mp4", audio=True, video=True, interlaced=False) -> ProbeResult:
-    v = VideoInfo(0, "h264", 1920, 1080, Fraction(30), interlaced, None) if video else None
-    return ProbeResult(Path(path), "mov", "MP4/MOV", 30.0, 1000, 2, v,
-                       AudioInfo(1, "aac", 2, 48000) if audio else None)
 
-
-def value_after(argv: list[str], option: str) -> str:
-    return argv[argv.index(option) + 1]
-
-
-def values_after(argv: list[str], option: str) -> list[str]:
-    return [argv[i + 1] for i, a in enumerate(argv) if a == option]
 
 
 def graph_of(argv: list[str]) -> Graph:
@@ -140,7 +129,7 @@ def test_no_audio_source_maps_no_audio():
 
 
 def test_audio_only_source_has_no_video_at_all():
-    probe = fake_probe(video=False)
+    probe = fake_probe(None, None)
     argv = ladder_command(CFG, probe, plan_ladder(probe, CFG))
     assert "-filter_complex" not in argv and "-c:v" not in argv and "-vn" in argv
     assert values_after(argv, "-map") == ["0:1"]

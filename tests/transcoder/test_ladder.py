@@ -1,22 +1,13 @@
 """Ladder planning on made-up probe results: sizes, frame rates, bitrates, names."""
 
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
 from models.config import DEFAULT_LADDER, Rung, TranscodeConfig
 from transcoder.ladder import AUDIO_ONLY_NAME, output_fps, plan_ladder
-from transcoder.probe import AudioInfo, ProbeResult, VideoInfo
+from tests.support.probes import fake_probe
 
-
-def fake_probe(width: int | None, height: int | None, fps=Fraction(30), audio=True,
-               duration=60.0) -> ProbeResult:
-    video = None
-    if width is not None:
-        video = VideoInfo(0, "h264", width, height, Fraction(fps), False, None)
-    return ProbeResult(Path("/x.mp4"), "mov", "MP4/MOV", duration, 1000, 2, video,
-                       AudioInfo(1, "aac", 2, 48000) if audio else None)
 
 
 def sizes(plans):

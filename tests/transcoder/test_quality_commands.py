@@ -4,7 +4,6 @@ chain, HDR tone mapping) and its pure rules (lean ladder, loudnorm parsing), wit
 from __future__ import annotations
 
 import dataclasses
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,13 @@ from transcoder.loudness import (
     AudioPlan, Channels, Loudness, one_ear, parse_channel_rms, parse_loudnorm,
 )
 from transcoder.playlists import AudioRendition, Variant, render_master, with_audio
-from transcoder.probe import AudioInfo, ProbeResult, VideoInfo
 from tests.support.filtergraph import Graph
+from tests.support.probes import fake_probe, value_after, values_after
 
 CFG = TranscodeConfig()
 
 
-def fake_probe(channels: int = 2, transfer: str | None = None, audio: bool = True) -> ProbeResult:
-    video = VideoInfo(0, "hevc" if transfer else "h264", 1920, 1080, Fraction(30), False, None,
-                      color_transfer=transfer, color_primaries="bt2020" if transfer else None,
-                      color_space="bt2020nc" if transfer else None)
-    return ProbeResult(Path("/up/load.mp4"), "mov", "MP4/MOV", 30.0, 1000, 2, video,
-                       AudioInfo(1, "aac", channels, 48000) if audio else None)
 
-
-def value_after(argv: list[str], option: str) -> str:
-    return argv[argv.index(option) + 1]
-
-
-def values_after(argv: list[str], option: str) -> list[str]:
-    return [argv[i + 1] for i, a in enumerate(argv) if a == option]
 
 
 def test_every_rung_is_capped_crf_at_its_ceiling():
