@@ -11,6 +11,12 @@ watching browsers, so clients never poll. A row counts as changed when:
 - or, for an unfinished upload, its offset or length differs.
 
 Deletions are found by counting rows and, only when the count disagrees, diffing the id set.
+
+Everything is read from the database, never from this process's memory, so with several
+instances sharing PostgreSQL every instance's feed sees what the others and the workers on
+other hosts changed (tests/tus/test_instances.py). ``updated_at`` comes from the writer's
+clock: instances and workers must keep their clocks within ``LOOKBACK`` of each other (NTP);
+state, progress and upload offsets are compared by value and need no clock at all.
 """
 
 from __future__ import annotations

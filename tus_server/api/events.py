@@ -1,9 +1,11 @@
 """Server-Sent Events: media state pushed to every open page.
 
 One ``ChangeFeed`` per app (so per process) runs one detector while anybody listens and stops
-it when the last listener leaves. Each subscriber has a bounded queue: a browser that stops
-reading cannot make the server hold an ever-growing backlog. When its queue overflows the
-backlog is dropped and the subscriber is told to ``resync`` (re-read the list) instead.
+it when the last listener leaves. The detector reads the shared database (changes.py), so the
+feed of every instance also carries what other instances and remote workers changed. Each
+subscriber has a bounded queue: a browser that stops reading cannot make the server hold an
+ever-growing backlog. When its queue overflows the backlog is dropped and the subscriber is
+told to ``resync`` (re-read the list) instead.
 
 With signed playback an item's file URLs are signed for each subscriber's user (links.py), so
 the message is made per subscriber; without it one message is shared by all.
