@@ -529,7 +529,7 @@ class S3Writer:
 
     def _stored_end(self) -> int:
         position = self._first
-        while position in self._stored:
+        while self._stored.get(position):
             position += self._stored[position]
         return position
 
@@ -542,7 +542,7 @@ class S3Writer:
                 await asyncio.gather(*self._sending)
                 self._sending.clear()
             buffer = self._buffer
-            if (self.failed is None and buffer is not None and self._start + len(buffer) > self._base
+            if (self.failed is None and buffer and self._start + len(buffer) > self._base
                     and self._stored_end() == self._start):
                 ends = self._upload.length is not None and self._start + len(buffer) == self._upload.length
                 kind = "stage" if self._staged else ("part" if ends else "tail")

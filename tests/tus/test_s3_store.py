@@ -1,0 +1,259 @@
+"""The S3 upload store against two real S3 servers (SeaweedFS ``weed mini`` and moto's server):
+parts on a fixed grid, the tail object, offsets derived from S3 alone (a second store instance
+with nothing in memory stands for a crashed or other instance), staged bodies, completion on
+the original's key, termination, concatenation by copy and streamed, the 10,000-part limit.
+Everything is checked on what the bucket holds: ListParts, keys, sha256 of the objects."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import pytest
+
+from models.clock import utcnow
+from models.config import S3Config
+from models.tables import Upload
+from tests.support.s3 import BUCKET, S3Server
+from tus_server.tus.s3store import MAX_PARTS, S3Store
+
+MiB = 1024**2
+P = 5 * MiB
+
+
+@pytest.fixture(params=["seaweedfs", "moto"])
+def s3(request: pytest.FixtureRequest, s3_servers: Any) -> S3Server:
+    return s3_servers(request.param)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(8, "s3-test")
+    yield executor
+    executor.shutdown(wait=True)
+
+
+@pytest.fixture
+def prefix(s3: S3Server, request: pytest.FixtureRequest) -> str:
+    return s3.new_prefix(request.node.name)
+
+
+@pytest.fixture
+def make_store(s3: S3Server, prefix: str, pool: ThreadPoolExecutor):  # type: ignore[no-untyped-def]
+    """A new S3Store on this test's prefix: each one knows nothing but what S3 holds."""
+    def _make(**overrides: Any) -> S3Store:
+        section = s3.storage_section(prefix, part_size=P, max_buffered_parts=4)
+        section.update(overrides)
+        return S3Store(S3Config(**section), pool)
+    return _make
+
+
+@pytest.fixture
+def store(make_store) -> S3Store:  # type: ignore[no-untyped-def]
+    return make_store()
+
+
+def new_upload(length: int | None, partial: bool = False) -> Upload:
+    return Upload(id=secrets.token_hex(16), length=length, offset=0,
+                  concat="partial" if partial else None, storage_path="")
+
+
+async def create(store: S3Store, length: int | None, partial: bool = False) -> Upload:
+    upload = new_upload(length, partial)
+    upload.storage_path = await store.create(upload.id, partial)
+    return upload
+
+
+async def append(store: S3Store, upload: Upload, data: bytes, chunk: int = 256 * 1024) -> int:
+    """One PATCH body through the store's writer; advances ``upload.offset`` like the handler."""
+    writer = store.writer(upload)
+    for i in range(0, len(data), chunk):
+        await writer.write(data[i:i + chunk])
+    written = await writer.close()
+    assert writer.failed is None
+    upload.offset += written
+    return written
+
+
+def sha(data: bytes | None) -> str:
+    assert data is not None
+    return hashlib.sha256(data).hexdigest()
+
+
+def parts_of(s3: S3Server, store: S3Store, upload: Upload) -> dict[int, int]:
+    key = store.target_key(upload)
+    client = s3.client()
+    (multipart,) = [u["UploadId"] for u in client.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])
+                    if u["Key"] == key]
+    answer = client.list_parts(Bucket=BUCKET, Key=key, UploadId=multipart)
+    return {p["PartNumber"]: p["Size"] for p in answer.get("Parts", [])}
+
+
+async def test_parts_on_a_fixed_grid_and_a_tail_then_complete_on_the_original(store, make_store, s3, prefix) -> None:
+    data = os.urandom(2 * P + 123_456)
+    upload = await create(store, len(data))
+    assert await append(store, upload, data[:P + 1000]) == P + 1000  # one part, a tail of 1000
+    assert parts_of(s3, store, upload) == {1: P}
+    tails = {k: v for k, v in s3.keys(prefix).items() if ".tail-" in k}
+    assert list(tails.values()) == [1000]
+    # Another instance (nothing in memory) sees the same offset, and continues from it.
+    other = make_store()
+    assert await other.stored_offset(upload) == P + 1000
+    assert await append(other, upload, data[P + 1000:]) == len(data) - P - 1000
+    assert parts_of(s3, store, upload) == {1: P, 2: P, 3: 123_456}
+    assert await other.stored_offset(upload) == len(data)
+    await other.finish(upload)
+    assert s3.multipart_uploads(prefix) == []
+    assert sha(s3.read(f"{prefix}originals/{upload.id}")) == sha(data)
+    assert s3.keys(prefix) == {f"{prefix}originals/{upload.id}": len(data)}  # tails are gone
+    assert await store.stored_offset(upload) == len(data)  # completed: the object answers
+    content = await other.content(Upload(id=upload.id, storage_path=await other.publish(upload)))
+    assert content is not None and content.size == len(data) and content.chunks is not None
+    assert sha(b"".join([c async for c in content.chunks()])) == sha(data)
+
+
+async def test_many_small_patches_keep_the_offset_exact(store, make_store) -> None:
+    data = os.urandom(P + 300_000)
+    upload = await create(store, len(data))
+    for i in range(0, len(data), 700_000):  # bodies below the part size, across its boundary
+        await append(make_store(), upload, data[i:i + 700_000], chunk=65536)
+        assert await make_store().stored_offset(upload) == min(i + 700_000, len(data))
+    await store.finish(upload)
+    assert sha(store.client.get_object(Bucket=BUCKET, Key=store.original_key(upload.id))["Body"].read()) == sha(data)
+
+
+async def test_a_stale_tail_under_a_part_is_not_counted_twice(store, s3) -> None:
+    """A crash between sending the part that absorbs the tail and deleting the tail."""
+    data = os.urandom(P + 10)
+    upload = await create(store, None)
+    await append(store, upload, data[:3 * MiB])
+    multipart = store.multipart_id(upload)
+    s3.client().upload_part(Bucket=BUCKET, Key=store.target_key(upload), UploadId=multipart,
+                            PartNumber=1, Body=data[:P])
+    assert await S3Store(store.cfg, store.executor).stored_offset(upload) == P
+    upload.offset = P
+    await append(store, upload, data[P:])
+    upload.length = len(data)  # a deferred length, declared after the last byte
+    await store.finish(upload)  # the tail becomes the last part by copy
+    assert sha(s3.read(store.original_key(upload.id))) == sha(data)
+
+
+async def test_a_part_missing_before_a_later_one_ends_the_offset(store, s3) -> None:
+    """Parts go out several at a time: a gap (part 2 lost, part 3 stored) is not counted."""
+    upload = await create(store, 4 * P)
+    client = s3.client()
+    multipart = store.multipart_id(upload)
+    for number in (1, 3):
+        client.upload_part(Bucket=BUCKET, Key=store.target_key(upload), UploadId=multipart,
+                           PartNumber=number, Body=b"x" * P)
+    assert await S3Store(store.cfg, store.executor).stored_offset(upload) == P
+
+
+async def test_staged_body_counts_only_once_committed(store, make_store, s3, prefix) -> None:
+    data = os.urandom(P + 2 * MiB)
+    upload = await create(store, len(data) + 10)
+    await append(store, upload, data[:MiB])
+    hasher = hashlib.sha1()
+    stager = store.stager(upload, hasher)
+    for i in range(MiB, len(data), 300_000):
+        await stager.write(data[i:i + 300_000])
+    assert await stager.close() == len(data) - MiB
+    assert hasher.digest() == hashlib.sha1(data[MiB:]).digest()
+    assert await make_store().stored_offset(upload) == MiB  # staged bytes are not the upload's
+    await stager.commit()
+    await stager.discard()
+    assert await make_store().stored_offset(upload) == len(data)
+    assert not [k for k in s3.keys(prefix) if ".stage-" in k]
+    # A refused body (digest mismatch: the handler discards it) leaves nothing behind.
+    upload.offset = len(data)
+    refused = store.stager(upload, hashlib.sha1())
+    await refused.write(b"0123456789")
+    await refused.close()
+    await refused.discard()
+    assert await make_store().stored_offset(upload) == len(data)
+    assert not [k for k in s3.keys(prefix) if ".stage-" in k]
+
+
+async def test_memory_slots_are_all_returned(make_store) -> None:
+    """Parts in flight and the filling buffer each hold one of max_buffered_parts slots."""
+    store = make_store(max_buffered_parts=2)
+    data = os.urandom(3 * P + 5)
+    uploads = [await create(store, len(data)) for _ in range(3)]
+    import asyncio
+    await asyncio.gather(*(append(store, u, data, chunk=MiB) for u in uploads))
+    assert store.slots._value == 2  # noqa: SLF001 - a test of the store's own bound
+    for upload in uploads:
+        assert await store.stored_offset(upload) == len(data)
+
+
+async def test_a_failed_write_keeps_what_was_stored_and_the_slots(store, s3, prefix) -> None:
+    upload = await create(store, 3 * P)
+    await append(store, upload, b"a" * (P + 7))
+    (tail,) = [k for k in s3.keys(prefix) if ".tail-" in k]
+    s3.client().delete_object(Bucket=BUCKET, Key=tail)  # the tail the next part must start with
+    writer = store.writer(upload)
+    with pytest.raises(OSError):
+        for _ in range(12):
+            await writer.write(b"b" * MiB)
+    assert await writer.close() == 0
+    assert isinstance(writer.failed, OSError)
+    assert store.slots._value == 4  # noqa: SLF001
+
+
+async def test_terminate_aborts_and_deletes_everything_but_a_published_original(store, s3, prefix) -> None:
+    upload = await create(store, 3 * P)
+    await append(store, upload, b"z" * (P + 100))
+    await store.terminate(upload)
+    assert s3.multipart_uploads(prefix) == [] and s3.keys(prefix) == {}
+    done = await create(store, 10)
+    await append(store, done, b"0123456789")
+    await store.finish(done)
+    done.completed_at = utcnow()
+    await store.terminate(done)  # published: the original belongs to its media
+    assert s3.keys(prefix) == {store.original_key(done.id): 10}
+
+
+async def test_empty_upload_completes_to_an_empty_object(store, s3) -> None:
+    upload = await create(store, 0)
+    await store.finish(upload)
+    assert s3.read(store.original_key(upload.id)) == b""
+
+
+@pytest.mark.parametrize("sizes", [(P, P + 3, 10), (1000, 2 * MiB, 3)], ids=["copied", "streamed"])
+async def test_concatenation(store, s3, prefix, sizes) -> None:
+    blobs = [os.urandom(n) for n in sizes]
+    parts = []
+    for blob in blobs:
+        partial = await create(store, len(blob), partial=True)
+        await append(store, partial, blob)
+        await store.finish(partial)
+        partial.completed_at = utcnow()
+        parts.append(partial)
+    final_id = secrets.token_hex(16)
+    assert await store.concatenate(final_id, parts + [parts[0]]) == f"uploads/{final_id}"
+    assert sha(s3.read(store.original_key(final_id))) == sha(b"".join(blobs + [blobs[0]]))
+    assert s3.multipart_uploads(prefix) == []
+    await store.terminate(parts[1])
+    with pytest.raises(FileNotFoundError):
+        await store.concatenate(secrets.token_hex(16), parts)
+    assert s3.multipart_uploads(prefix) == []
+
+
+async def test_limit_is_ten_thousand_parts(store) -> None:
+    assert store.max_length == MAX_PARTS * P
+    assert "10000 parts" in store.max_length_reason
+
+
+async def test_strays_list_what_has_no_owner(store, s3) -> None:
+    upload = await create(store, 100)
+    await append(store, upload, b"t" * 40)
+    later = datetime.now(timezone.utc) + timedelta(days=365 * 30)
+    found = {(name, kind) for name, kind, _ in store.strays(later)}
+    assert found == {(upload.id, "multipart"), (upload.id, "object")}
+    for name, kind, key in list(store.strays(later)):
+        store.remove_stray(kind, key)
+    assert s3.multipart_uploads(store.prefix) == [] and s3.keys(store.prefix) == {}
