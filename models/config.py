@@ -196,6 +196,12 @@ class TranscodeConfig:
     first_rung_preset: str = "ultrafast"
     progressive: bool = True
     chunk_seconds: float = 0.0
+    # Resource ceilings of every ffmpeg/ffprobe (issue 14): RLIMIT_AS and RLIMIT_CPU.
+    memory_limit_mb: int = 0
+    memory_base_mb: int = 768
+    memory_per_megapixel_mb: int = 100
+    cpu_limit_s: int = 0
+    max_frame_repeat: float = 300.0
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
 

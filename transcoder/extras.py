@@ -1,6 +1,12 @@
 """Poster and storyboard: planned here, produced as extra branches of the ladder's ffmpeg
 (the decode is shared, so they cost almost nothing), and described by the WebVTT file
 written here once the sprite exists.
+
+Both branches hold a bounded number of pictures whatever the input: the poster's
+``thumbnail`` at most ``POSTER_MAX_BATCH`` poster-sized frames, the storyboard one sprite
+sheet (its ``fps`` is cut off by ``trim`` after ``count`` tiles). They read the decoded frames
+before the ladder's rate conversion (ffmpeg._filter_graph), so a gap in the source's
+timestamps cannot make them wait behind thousands of repeated frames.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ POSTER_MAX_SIDE = 1280
 POSTER_WINDOW = (0.10, 0.30)      # fraction of the duration searched for a representative frame
 POSTER_WINDOW_MAX_S = 10.0
 POSTER_SAMPLES_PER_S = 2
+POSTER_MAX_BATCH = 24             # frames thumbnail may hold: 10 s at 2 a second, + the first
 STORYBOARD_TARGET_TILES = 100
 STORYBOARD_MAX_TILES = 600
 JPEG_MAX_SIDE = 65_000            # JPEG cannot exceed 65535 pixels on a side
@@ -38,7 +45,8 @@ class PosterPlan:
     def filter(self) -> str:
         """Candidates: the first frame (so a one-frame "slides + audio" video still gets a
         poster) plus ~2 frames a second from 10-30 % in; ``thumbnail`` keeps the one closest
-        to their average histogram, so a black intro frame loses to real content."""
+        to their average histogram, so a black intro frame loses to real content. ``select``
+        comes first, so only candidates are scaled and held."""
         pick = (f"select='eq(n,0)+between(t,{self.start:.3f},{self.end:.3f})"
                 f"*not(mod(n,{self.every_nth_frame}))'")
         return f"{pick},scale={self.width}:{self.height},setsar=1,thumbnail=n={self.batch}"
@@ -87,11 +95,13 @@ def plan_poster(probe: ProbeResult, plans: list[RenditionPlan]) -> PosterPlan | 
     scale = min(1.0, POSTER_MAX_SIDE / max(top.width, top.height))
     start = probe.duration * POSTER_WINDOW[0]
     end = min(probe.duration * POSTER_WINDOW[1], start + POSTER_WINDOW_MAX_S)
-    fps = float(top.fps)  # the poster is cut from the top rung, at its rate
+    fps = float(probe.video.fps)  # cut from the decoded source frames, at the top rung's size
     nth = max(1, round(fps / POSTER_SAMPLES_PER_S))
     candidates = 1 + math.ceil((end - start) * fps / nth) + 1
-    return PosterPlan(start, end, nth, max(2, candidates + 1),
-                      even(top.width * scale), even(top.height * scale))
+    # More candidates than the batch (a source denser than it declares) only means the
+    # poster is chosen from the first batch.
+    batch = min(POSTER_MAX_BATCH, max(2, candidates + 1))
+    return PosterPlan(start, end, nth, batch, even(top.width * scale), even(top.height * scale))
 
 
 def storyboard_interval(duration: float, cfg: TranscodeConfig) -> float:

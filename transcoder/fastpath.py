@@ -27,7 +27,7 @@ from models.config import TranscodeConfig
 from transcoder.errors import InputRejected
 from transcoder.ffmpeg import INIT_SEGMENT, MEDIA_PLAYLIST, input_args, ladder_command
 from transcoder.ladder import RenditionPlan, plan_ladder
-from transcoder.probe import ProbeResult, run_tool
+from transcoder.probe import ProbeResult, run_tool, tool_limits
 
 COPY_PROFILES = ("Baseline", "Constrained Baseline", "Main", "High")
 COPY_PIX_FMTS = ("yuv420p", "yuvj420p")
@@ -80,7 +80,7 @@ def scan_command(cfg: TranscodeConfig, info: ProbeResult) -> list[str]:
 
 def scan_source(cfg: TranscodeConfig, info: ProbeResult,
                 timeout: float = SCAN_TIMEOUT_S) -> SourcePackets:
-    rc, out, err = run_tool(scan_command(cfg, info), timeout)
+    rc, out, err = run_tool(scan_command(cfg, info), timeout, limits=tool_limits(cfg, timeout))
     if rc != 0:
         raise InputRejected("The video is damaged: its frames could not be listed.", detail=err)
     rows = []

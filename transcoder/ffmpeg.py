@@ -146,20 +146,28 @@ def _filter_graph(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[Rend
                   audio: AudioPlan | None = None) -> str:
     """Decode once, then a cascade: each rung is scaled from the rung above it (plans are
     largest first, and rates only go down), so every scaler reads the smallest picture it
-    can. The poster taps the top rung, the storyboard the bottom one. HDR is tone-mapped
-    once, before the cascade; the audio chain (channels, loudness) runs once and is split
-    when every rung carries its own copy."""
+    can. HDR is tone-mapped once, before the cascade; the audio chain (channels, loudness)
+    runs once and is split when every rung carries its own copy.
+
+    Poster and storyboard tap the decoded frames *before* any rung's ``fps``: the rate
+    conversion may repeat one frame thousands of times across a timestamp gap without asking
+    for input, and a side branch waiting for its first image behind it would make every
+    rung's queue hold all those copies (issue 14). Fed decoded frames only, a waiting side
+    branch just makes ffmpeg read on."""
     assert probe.video is not None
     parts = []
     head = f"[0:{probe.video.index}]" + ("bwdif=mode=send_frame," if probe.video.interlaced
                                          else "")
     if probe.video.hdr:
         head += tonemap_filters(cfg, probe) + ","
+    side = (["ps"] if poster else []) + (["sb"] if storyboard else [])
+    if side:
+        parts.append(head + f"split={len(side) + 1}" + "".join(f"[{t}]"
+                                                              for t in ["src", *side]))
+        head = "[src]"
     last = len(plans) - 1
     for i, plan in enumerate(plans):
         taps = [f"v{i}"] + ([f"c{i}"] if i < last else [])
-        taps += ["ps"] if i == 0 and poster else []
-        taps += ["sb"] if i == last and storyboard else []
         chain = head + _rung_filters(plan)
         if len(taps) > 1:
             chain += f",split={len(taps)}"

@@ -25,7 +25,7 @@ from enum import Enum
 from models.config import TranscodeConfig
 from transcoder.errors import FfmpegFailed
 from transcoder.ffmpeg import input_args
-from transcoder.probe import ProbeResult, run_tool
+from transcoder.probe import ProbeResult, run_tool, tool_limits
 
 SILENT_CHANNEL_DB = 30.0       # a channel this much quieter than the other one is "not there"
 SILENCE_LUFS = -70.0           # loudnorm's floor: nothing to normalise
@@ -155,7 +155,8 @@ def plan_audio(cfg: TranscodeConfig, probe: ProbeResult, timeout: float) -> Audi
         return AudioPlan(channels, None)
     started = time.monotonic()
     try:
-        rc, _, err = run_tool(measure_command(cfg, probe, channels), timeout)
+        rc, _, err = run_tool(measure_command(cfg, probe, channels), timeout,
+                              limits=tool_limits(cfg, timeout))
     except FfmpegFailed as exc:
         if time.monotonic() - started >= timeout:  # the job's time ran out while measuring
             raise FfmpegFailed("The conversion took longer than allowed and was stopped.",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from models.config import TranscodeConfig
-from models.procs import preexec
+from models.procs import Limits, preexec
 from transcoder import extras
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled
 from transcoder.ffmpeg import (
@@ -34,7 +34,9 @@ from transcoder.playlists import (
     avc_codec_from_ts, iframe_bitrates, iframe_entries, parse_media_playlist, peak_bitrate,
     render_iframe_playlist, render_master, with_audio,
 )
-from transcoder.probe import ProbeResult, probe, scan_video_packets
+from transcoder.probe import (
+    ProbeResult, children_cpu_s, ladder_limits, limit_error, probe, scan_video_packets,
+)
 from transcoder.progress import ProgressParser, estimate
 
 ProgressCallback = Callable[[float, float | None], None]
@@ -94,8 +96,10 @@ def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
     if on_progress:
         on_progress(0.0, None)
     audio_plan = plan_audio(cfg, info, max(1.0, deadline - time.monotonic()))
+    limits = ladder_limits(cfg, info, [(p.width, p.height) for p in plans if p.has_video],
+                           deadline - time.monotonic())
     run_ffmpeg(ladder_command(cfg, info, plans, poster, storyboard, audio_plan), out_dir,
-               info.duration, deadline, _scaled(on_progress, ENCODE_SHARE), stop)
+               info.duration, deadline, _scaled(on_progress, ENCODE_SHARE), stop, limits)
 
     made = []
     for plan in plans:
@@ -181,20 +185,23 @@ class _StderrTail:
 
 
 def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
-               on_progress: ProgressCallback | None, stop: "_StopCheck | None" = None) -> None:
+               on_progress: ProgressCallback | None, stop: "_StopCheck | None" = None,
+               limits: Limits | None = None) -> None:
     """Run one long ffmpeg with ``-progress pipe:1``; kill it (by PID) on deadline, stop
     request or any exception, and turn its exit into a ``TranscodeError``.
 
     If this process dies without running ``finally`` (an RQ work-horse killed with SIGKILL),
     the kernel kills ffmpeg too (``PR_SET_PDEATHSIG``): ffmpeg ignores SIGPIPE and would
-    otherwise transcode on for nobody.
+    otherwise transcode on for nobody. ``limits`` (probe.ladder_limits) cap its memory and
+    CPU time; hitting them raises ``InputRejected`` saying so.
     """
     stop = stop or _StopCheck(None)
     started = time.monotonic()
+    cpu_before = children_cpu_s()
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=preexec(signal.SIGKILL))
+                                preexec_fn=preexec(signal.SIGKILL, limits))
     except OSError as exc:
         raise FfmpegFailed("The video converter could not be started on the server.",
                            detail=str(exc)) from exc
@@ -240,6 +247,9 @@ def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
                 pass
         for thread in threads:
             thread.join(timeout=KILL_WAIT_S)
+    over = limit_error(proc.returncode, tail.text, limits, children_cpu_s() - cpu_before)
+    if over is not None:
+        raise over
     _raise_for_exit(proc.returncode, tail)
 
 

@@ -5,14 +5,22 @@ Checks run cheapest first: an empty file or a text file (playlists, concat scrip
 recognised from its first bytes in Python, so ffprobe never even parses it; everything else is
 opened by ffprobe under the demuxer allow-list, so a disguised playlist fails inside ffprobe
 before it can open the file it points at. Also home to the packet scan of our own output
-(used for I-frame playlists), because it is the other question we ask ffprobe.
+(used for I-frame playlists), because it is the other question we ask ffprobe, and to the
+resource ceilings every ffmpeg/ffprobe runs under (``tool_limits``, ``ladder_limits``).
+
+A file can be small and valid yet ask for hours of frames: two pictures an hour apart in a
+stream that declares 30 fps become ~100,000 frames once converted to a constant rate. So the
+pictures a video really holds are counted and compared with duration x frame rate.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import resource
+import signal
 import subprocess
 import threading
 from collections import deque
@@ -23,9 +31,10 @@ from types import MappingProxyType
 from typing import Iterable
 
 from models.config import TranscodeConfig
-from transcoder.errors import FfmpegFailed, InputRejected
+from models.procs import Limits, preexec
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeError
 from transcoder.ffmpeg import (
-    ALLOWED_DEMUXERS, duration_scan_command, packet_scan_command, probe_command,
+    ALLOWED_DEMUXERS, duration_scan_command, input_args, packet_scan_command, probe_command,
 )
 
 PROBE_TIMEOUT_S = 60.0
@@ -34,6 +43,19 @@ MIN_SIDE_PX = 16
 STDERR_LINES = 40
 FEED_CHUNK = 1 << 20
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
+# Repeated frames below this many are cheap whatever the ratio (a one-picture clip + audio).
+SPARSE_MIN_FRAMES = 3600
+# Address space per thread (stack, per-thread buffers): ~18 MB measured with ffmpeg 5.1 and
+# x264 at 2 and 16 threads; the allowance leaves a margin.
+THREAD_ALLOWANCE_MB = 24
+CPU_SLACK_S = 30
+# What ffmpeg, x264 and the loader print when the address-space ceiling refuses an allocation.
+_MEMORY_MARKERS = ("Cannot allocate memory", "malloc of size", "failed to map segment",
+                   "ut of memory", "cannot allocate memory")
+MEMORY_REASON = ("The conversion needed more memory than allowed for this video and was "
+                 "stopped.")
+CPU_REASON = ("The conversion needed more processing time than allowed for this video and "
+              "was stopped.")
 
 # Demuxers ffmpeg may detect but we refuse, described for the person who uploaded the file.
 _REFUSED_DESCRIPTIONS = MappingProxyType({
@@ -125,7 +147,7 @@ def probe(path: Path, cfg: TranscodeConfig, *, timeout: float | None = None) -> 
     if text_kind:
         raise InputRejected(f"This file is {text_kind}, not a video.")
     limit = PROBE_TIMEOUT_S if timeout is None else max(1.0, min(PROBE_TIMEOUT_S, timeout))
-    rc, out, err = run_tool(probe_command(cfg, path), limit)
+    rc, out, err = run_tool(probe_command(cfg, path), limit, limits=tool_limits(cfg, limit))
     if rc != 0:
         raise InputRejected(_reason_from_ffprobe(err), detail=err)
     try:
@@ -285,6 +307,8 @@ def _interpret(path: Path, size: int, data: dict, cfg: TranscodeConfig,
     if duration > cfg.max_duration:
         raise InputRejected(f"The video is {_clock(duration)} long; the limit is "
                             f"{_clock(cfg.max_duration)}.")
+    if video is not None and vstream is not None:
+        _check_frame_count(path, demuxer, vstream, video, duration, cfg, timeout)
     return ProbeResult(path=path, demuxer=demuxer, container=ALLOWED_DEMUXERS[demuxer],
                        duration=duration, size=size, stream_count=len(streams),
                        video=video, audio=audio)
@@ -302,6 +326,47 @@ def _check_video_limits(video: VideoInfo, cfg: TranscodeConfig) -> None:
                             f"{cfg.max_fps:g} are accepted.")
 
 
+def frames_needed(video: VideoInfo, duration: float) -> float:
+    """Frames a constant-rate conversion at the source's rate writes for ``duration``."""
+    return duration * float(video.fps)
+
+
+def _check_frame_count(path: Path, demuxer: str, stream: dict, video: VideoInfo,
+                       duration: float, cfg: TranscodeConfig, timeout: float) -> None:
+    """Refuse a video whose declared rate would repeat each picture it holds more than
+    ``max_frame_repeat`` times: the conversion's cost (and, through the filter graph's
+    queues, its memory) follows the frames written, not the bytes uploaded.
+
+    MP4/MOV states its sample count in the index, which is exactly what its demuxer
+    returns; every other container is counted by a demux-only pass (no decoding)."""
+    needed = frames_needed(video, duration)
+    if cfg.max_frame_repeat <= 0 or needed <= max(SPARSE_MIN_FRAMES, cfg.max_frame_repeat):
+        return
+    held = int(_number(stream.get("nb_frames")) or 0) if demuxer == "mov" else 0
+    if held <= 0:
+        held = count_video_packets(path, demuxer, video.index, cfg, timeout)
+    if held * cfg.max_frame_repeat >= needed:
+        return
+    raise InputRejected(
+        f"The video says it has {float(video.fps):g} frames per second for "
+        f"{_clock(duration)}, but it holds only {held} picture{'s' if held != 1 else ''}: "
+        f"converting it would repeat each one about {needed / max(held, 1):,.0f} times. "
+        "Export it again at a constant frame rate.")
+
+
+def count_video_packets(path: Path, demuxer: str, index: int, cfg: TranscodeConfig,
+                        timeout: float) -> int:
+    """How many packets stream ``index`` really has, read by demuxing the whole file."""
+    argv = [cfg.ffprobe, "-hide_banner", "-v", "error", *input_args(path, demuxer),
+            "-select_streams", str(index), "-count_packets",
+            "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"]
+    rc, out, err = run_tool(argv, timeout, limits=tool_limits(cfg, timeout))
+    if rc != 0:
+        raise InputRejected("This file is damaged: its frames could not be counted.",
+                            detail=err)
+    return int(_number(out.strip().split(",")[0] if out.strip() else None) or 0)
+
+
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -310,7 +375,8 @@ def _clock(seconds: float) -> str:
 def scan_duration(path: Path, demuxer: str, cfg: TranscodeConfig,
                   timeout: float) -> float | None:
     """The end of the last packet, for containers that do not state their duration."""
-    rc, out, err = run_tool(duration_scan_command(cfg, path, demuxer), timeout)
+    rc, out, err = run_tool(duration_scan_command(cfg, path, demuxer), timeout,
+                            limits=tool_limits(cfg, timeout))
     if rc != 0:
         raise InputRejected("This file is damaged: its length could not be determined.",
                             detail=err)
@@ -324,13 +390,18 @@ def scan_duration(path: Path, demuxer: str, cfg: TranscodeConfig,
     return end
 
 
-def run_tool(argv: list[str], timeout: float, feed: Iterable[Path] = ()) -> tuple[int, str, str]:
+def run_tool(argv: list[str], timeout: float, feed: Iterable[Path] = (),
+             limits: Limits | None = None) -> tuple[int, str, str]:
     """Run a short ffprobe/ffmpeg, optionally streaming files to its stdin; kill it by PID
-    when ``timeout`` passes. Returns (exit code, stdout, last lines of stderr)."""
+    when ``timeout`` passes, and with this process (``PR_SET_PDEATHSIG``). With ``limits``
+    (see ``tool_limits``) a run that hits its memory or CPU ceiling raises ``InputRejected``
+    saying so. Returns (exit code, stdout, last lines of stderr)."""
     feed = list(feed)
+    cpu_before = children_cpu_s()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=preexec(signal.SIGKILL, limits))
     except OSError as exc:
         raise FfmpegFailed(f"The video tools could not be started on the server ({argv[0]}).",
                            detail=str(exc)) from exc
@@ -355,7 +426,74 @@ def run_tool(argv: list[str], timeout: float, feed: Iterable[Path] = ()) -> tupl
         for thread in threads:
             thread.join(timeout=5)
     stderr = b"".join(err_lines).decode("utf-8", errors="replace")
+    if limits is not None:
+        over = limit_error(proc.returncode, stderr, limits, children_cpu_s() - cpu_before)
+        if over is not None:
+            raise over
     return proc.returncode, b"".join(out_chunks).decode("utf-8", errors="replace"), stderr
+
+
+def _threads(cfg: TranscodeConfig) -> int:
+    return cfg.threads if cfg.threads > 0 else (os.cpu_count() or 1)
+
+
+def process_limits(cfg: TranscodeConfig, timeout: float, megapixels: float,
+                   encoders: int = 0) -> Limits:
+    """Ceilings for one ffmpeg/ffprobe: ``memory_limit_mb`` when set, else
+    ``memory_base_mb`` (libraries, muxers, queues) + ``memory_per_megapixel_mb`` for each
+    megapixel of picture the process holds frames of + an allowance per thread (ffmpeg gives
+    each encoder about 1.5 threads per core, the decoder one per core). CPU: ``cpu_limit_s``
+    when set, else the wall-clock budget times the cores (threads run in parallel, and their
+    times add up), so it only ever stops a run the watchdog failed to stop."""
+    threads = _threads(cfg)
+    if cfg.memory_limit_mb > 0:
+        memory_mb = float(cfg.memory_limit_mb)
+    else:
+        expected_threads = encoders * (1.5 * threads + 4) + threads + 12
+        memory_mb = (cfg.memory_base_mb + cfg.memory_per_megapixel_mb * megapixels
+                     + THREAD_ALLOWANCE_MB * expected_threads)
+    cpu = cfg.cpu_limit_s if cfg.cpu_limit_s > 0 else \
+        math.ceil(max(1.0, timeout) * (os.cpu_count() or 1)) + CPU_SLACK_S
+    return Limits(memory_bytes=int(memory_mb * (1 << 20)), cpu_seconds=int(cpu))
+
+
+def tool_limits(cfg: TranscodeConfig, timeout: float) -> Limits:
+    """Ceilings of ffprobe and the other short passes: sized for the largest picture the
+    limits accept, since they run before (or without) knowing what the ladder needs."""
+    return process_limits(cfg, timeout, cfg.max_width * cfg.max_height / 1e6)
+
+
+def ladder_limits(cfg: TranscodeConfig, info: ProbeResult, sizes: Iterable[tuple[int, int]],
+                  timeout: float) -> Limits:
+    """Ceilings of one encoding ffmpeg: the source's picture plus each rendition's (``sizes``
+    as width, height), one encoder per rendition."""
+    sizes = list(sizes)
+    pixels = (info.video.width * info.video.height if info.video else 0) + \
+        sum(w * h for w, h in sizes)
+    return process_limits(cfg, timeout, pixels / 1e6, encoders=max(1, len(sizes)))
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children: read before and after one child to
+    know what it used (a worker runs one job, so the difference is that child's)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def limit_error(returncode: int, stderr: str, limits: Limits | None = None,
+                cpu_used: float | None = None) -> TranscodeError | None:
+    """The readable failure of a process stopped by its ceilings, or None. Checked before
+    any "damaged input" marker: a decoder refused memory also prints decoding errors."""
+    # ffprobe dies of SIGXCPU; ffmpeg catches it as a request to stop (exit 255, or this line
+    # when the kernel's repeats come faster than it can stop), so the time used says it too.
+    out_of_time = (limits is not None and limits.cpu_seconds is not None
+                   and cpu_used is not None and cpu_used >= limits.cpu_seconds - 0.5)
+    if returncode != 0 and (returncode == -signal.SIGXCPU or out_of_time
+                            or "Received > 3 system signals" in stderr):
+        return InputRejected(CPU_REASON, detail=stderr)
+    if returncode != 0 and any(marker in stderr for marker in _MEMORY_MARKERS):
+        return InputRejected(MEMORY_REASON, detail=stderr)
+    return None
 
 
 def _feed(proc: subprocess.Popen, paths: list[Path]) -> None:
@@ -391,7 +529,8 @@ class PacketScan:
 def scan_video_packets(files: list[Path], container: str, cfg: TranscodeConfig,
                        timeout: float) -> PacketScan:
     """Video packets of one produced rendition (init segment first, then every segment)."""
-    rc, out, err = run_tool(packet_scan_command(cfg, container), timeout, feed=files)
+    rc, out, err = run_tool(packet_scan_command(cfg, container), timeout, feed=files,
+                            limits=tool_limits(cfg, timeout))
     if rc != 0:
         raise FfmpegFailed("The converted video could not be checked.", detail=err)
     return parse_packet_scan(out)

@@ -46,7 +46,7 @@ from transcoder.playlists import (
     iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist, render_master,
     with_audio,
 )
-from transcoder.probe import ProbeResult, scan_video_packets
+from transcoder.probe import ProbeResult, ladder_limits, scan_video_packets
 
 COPY_SHARE = 3.0     # percent of the bar a stream copy covers
 QUICK_SHARE = 20.0   # ... and a quick first rung
@@ -179,8 +179,10 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, ta
             (stage / name).mkdir()
         argv = (fastpath.first_rung_command(cfg, info, quick_plan) if quick_plan is not None
                 else fastpath.copy_command(cfg, info, verdict, standin))
+        sizes = [(quick_plan.width, quick_plan.height)] if quick_plan is not None else []
         run_ffmpeg(argv, stage, info.duration, deadline,
-                   report.scaled(0.0, stand_share, [standin]), stop)
+                   report.scaled(0.0, stand_share, [standin]), stop,
+                   ladder_limits(cfg, info, sizes, deadline - time.monotonic()))
         if quick_plan is not None and info.audio is not None:
             os.rename(stage / AUDIO_GROUP, stage / fastpath.FIRST_AUDIO)
         _fix_target_duration(stage / standin / MEDIA_PLAYLIST)
