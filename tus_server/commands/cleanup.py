@@ -4,7 +4,9 @@ Removes uploads whose ``Upload-Expires`` has passed (unfinished ones, and finish
 no final can use any more): their rows, bytes, staged chunks and lock files. Also removes files
 under uploads/ and locks/ that no row owns (a process killed between creating a file and its
 row, or while assembling a final), stale staged chunks, and the lock files of finished uploads,
-once they are older than ``--orphan-age``. An upload some
+once they are older than ``--orphan-age``; with ``[storage] backend = "s3"`` also S3 multipart
+uploads and objects under uploads/ that no row owns, and stale checksum stages, which are
+aborted and deleted through the store. An upload some
 request is working on right now is skipped, never waited for: it is not abandoned, and cleanup
 must not stall a live client. Safe to run from cron while servers run.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -25,9 +28,11 @@ from models.db import init_db, make_engine
 from models.layout import Layout
 from models.tables import Upload
 from models.clock import utcnow
+from tus_server.tus.datastore import UploadStore, open_store
 from tus_server.tus.expiry import is_expired
 from tus_server.tus.headers import is_valid_id
 from tus_server.tus.locks import Locker, open_locks
+from tus_server.tus.s3store import S3Store
 
 log = logging.getLogger("tusflow.cleanup")
 BATCH = 500
@@ -67,20 +72,25 @@ def cleanup(settings: Settings, *, dry_run: bool = False, orphan_age: float = 36
     layout = Layout(settings.data_dir)
     layout.ensure()
     engine = make_engine(settings)
+    executor = ThreadPoolExecutor(2, "tusflow-cleanup")
     try:
         init_db(engine)
+        store = open_store(settings, layout, executor)
         locks = open_locks(settings, layout, None, 0)  # the servers' own: file or Redis
         report = Report()
         now = now or utcnow()
-        _expired_uploads(engine, layout, locks, now, dry_run, report)
+        _expired_uploads(engine, layout, store, locks, now, dry_run, report)
         _orphans(engine, layout, locks, orphan_age, dry_run, report)
+        if isinstance(store, S3Store):
+            _stored_orphans(engine, store, locks, orphan_age, dry_run, report)
         return report
     finally:
+        executor.shutdown(wait=True)
         engine.dispose()
 
 
-def _expired_uploads(engine, layout: Layout, locks: Locker, now: datetime,  # type: ignore[no-untyped-def]
-                     dry_run: bool, report: Report) -> None:
+def _expired_uploads(engine, layout: Layout, store: UploadStore, locks: Locker,  # type: ignore[no-untyped-def]
+                     now: datetime, dry_run: bool, report: Report) -> None:
     seen: set[str] = set()
     while True:
         with Session(engine) as s:
@@ -103,7 +113,7 @@ def _expired_uploads(engine, layout: Layout, locks: Locker, now: datetime,  # ty
                     if not dry_run:
                         s.delete(upload)
                         s.commit()
-                        _remove(layout, upload_id, upload.storage_path)
+                        store.purge(upload)  # bytes, tails, stages; S3: the multipart upload aborted
                 if partial:
                     report.partials += 1
                 else:
@@ -113,14 +123,6 @@ def _expired_uploads(engine, layout: Layout, locks: Locker, now: datetime,  # ty
             if not dry_run:
                 for suffix in (".lock", ".release"):
                     (layout.locks / f"{upload_id}{suffix}").unlink(missing_ok=True)
-
-
-def _remove(layout: Layout, upload_id: str, storage_path: str) -> None:
-    paths = {layout.upload_file(upload_id), layout.uploads / f"{upload_id}.stage"}
-    if storage_path.startswith("uploads/"):  # never an original that media owns
-        paths.add(layout.resolve(storage_path))
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 def _orphans(engine, layout: Layout, locks: Locker, orphan_age: float,  # type: ignore[no-untyped-def]
@@ -160,3 +162,25 @@ def _orphans(engine, layout: Layout, locks: Locker, orphan_age: float,  # type: 
                     path.unlink(missing_ok=True)
         if not dry_run and (upload is None or upload.is_complete):
             (layout.locks / f"{upload_id}.lock").unlink(missing_ok=True)
+
+
+def _stored_orphans(engine, store: S3Store, locks: Locker, orphan_age: float,  # type: ignore[no-untyped-def]
+                    dry_run: bool, report: Report) -> None:
+    """What the S3 store holds for no row (a process killed between creating the multipart
+    upload and its row, or while assembling a final), and checksum stages a killed PATCH left."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=orphan_age)
+    for upload_id, kind, key in list(store.strays(cutoff)):
+        if not is_valid_id(upload_id):
+            continue
+        with Session(engine) as s:
+            upload = s.get(Upload, upload_id)
+        if upload is not None and ".stage-" not in key:
+            continue
+        with locks.try_hold(upload_id) as held:
+            if not held:
+                report.busy += 1
+                continue
+            report.orphans += 1
+            log.info("orphan %s %s: %s", kind, key, "would delete" if dry_run else "deleted")
+            if not dry_run:
+                store.remove_stray(kind, key)

@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 import threading
+import urllib.parse
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Awaitable, Callable, Protocol
 from sqlmodel import Session
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.config import Settings
@@ -35,7 +36,7 @@ from tus_server.tus.events import UploadEvents
 from tus_server.tus.expiry import is_expired
 from tus_server.tus.locks import LockHandle, Locker
 from tus_server.tus.repo import UploadRepo
-from tus_server.tus.store import Appender, FileStore
+from tus_server.tus.datastore import UploadStore, UploadWriter
 from tus_server.tus.urls import UrlBuilder
 
 log = logging.getLogger("tusflow.tus")
@@ -67,7 +68,7 @@ class AccessGuard(Protocol):
 class TusContext:
     settings: Settings
     repo: UploadRepo
-    store: FileStore
+    store: UploadStore  # where the bytes live: tus/datastore.py
     locks: Locker  # flock files, or Redis across instances (locks.open_locks)
     # Everything that reacts to an upload (publishing, webhooks, metrics): see events.py.
     events: UploadEvents
@@ -86,6 +87,8 @@ class TusHandler:
         self.settings = ctx.settings
         self.base_path = ctx.settings.server.base_path.rstrip("/") + "/"
         self.max_size = ctx.settings.uploads.max_size
+        # The longest upload accepted: [uploads] max_size, and what the store can hold (S3: 10,000 parts).
+        self.max_length = min(self.max_size or H.INT64_MAX, ctx.store.max_length or H.INT64_MAX)
         self.urls = UrlBuilder(ctx.settings)
 
     # ------------------------------------------------------------------ ASGI entry point
@@ -172,8 +175,8 @@ class TusHandler:
             "Tus-Extension": ",".join(EXTENSIONS),
             "Tus-Checksum-Algorithm": ",".join(H.CHECKSUM_ALGORITHMS),
         }
-        if self.max_size:
-            headers["Tus-Max-Size"] = str(self.max_size)
+        if self.max_length < H.INT64_MAX:
+            headers["Tus-Max-Size"] = str(self.max_length)
         return Response(status_code=204, headers=headers)
 
     def _expires_header(self, upload: Upload) -> dict[str, str]:
@@ -198,25 +201,18 @@ class TusHandler:
         return upload
 
     async def _reconcile(self, upload: Upload) -> Upload:
-        """Make the row match the bytes on disk, for a killed process may have written more than
-        it recorded (or, after a power loss without fsync, less), and may have died between
-        assembling a final upload and recording its completion. Called with the lock held."""
+        """Make the row match the bytes the store holds, for a killed process may have written
+        more than it recorded (or, after a power loss without fsync, less), and may have died
+        between assembling a final upload and recording its completion. Called with the lock held."""
         if upload.is_complete:
             return upload
         if _is_final(upload):
             await self._complete(upload)
             return upload
-        store = self.ctx.store
-        path = store.path(upload.id)
-        size = store.size_now(path)  # one stat: cheaper inline than a hop to the pool per request
+        size = await self.ctx.store.stored_offset(upload)
         if size is None:
             raise E.ERR_NOT_FOUND("upload data is missing")
-        if upload.length is not None and size > upload.length:
-            await store.truncate(path, upload.length)
-            size = upload.length
         if size != upload.offset:
-            if size > upload.offset and store.fsync:
-                await store.sync(path)  # only durable bytes may be acknowledged
             log.info("upload=%s offset reconciled from %d to %d", upload.id, upload.offset, size)
             await self.ctx.repo.update(upload.id, offset=size)
             upload.offset = size
@@ -227,6 +223,10 @@ class TusHandler:
     def _check_length(self, length: int) -> None:
         if self.max_size and length > self.max_size:
             raise E.ERR_TOO_LARGE(f"Upload-Length {length} exceeds the maximum size of {self.max_size} bytes")
+        store = self.ctx.store
+        if store.max_length is not None and length > store.max_length:
+            raise E.ERR_TOO_LARGE(f"Upload-Length {length} exceeds the {store.max_length} bytes the "
+                                  f"storage can hold: {store.max_length_reason}")
 
     @staticmethod
     def _content_length(h: Headers) -> int | None:
@@ -235,7 +235,7 @@ class TusHandler:
 
     def _end(self, length: int | None) -> int:
         """Where an upload's bytes must stop: its length, else the server's maximum."""
-        return length if length is not None else (self.max_size or H.INT64_MAX)
+        return length if length is not None else self.max_length
 
     # ------------------------------------------------------------------ POST (creation)
     async def post(self, request: Request, receive: Receive) -> Response:
@@ -301,20 +301,19 @@ class TusHandler:
 
     async def _create(self, request: Request, length: int | None, metadata: H.Metadata,
                       partial: bool) -> Upload:
-        """The empty file, then the row that points at it (cleanup removes a file left without
-        a row), then the announcement."""
+        """The empty upload in the store, then the row that points at it (cleanup removes what
+        is stored without a row), then the announcement."""
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
+        storage_path = await store.create(upload_id, partial)
         upload = Upload(id=upload_id, length=length, metadata_raw=metadata.raw,
                         concat="partial" if partial else None,
                         owner=getattr(request.state, "user", None),
-                        storage_path=store.layout.relative(store.path(upload_id)),
-                        expires_at=self.ctx.repo.next_expiry())
-        await store.create(upload_id)
+                        storage_path=storage_path, expires_at=self.ctx.repo.next_expiry())
         try:  # the quota is decided again, atomically, in the insert (tus_guard.reservation)
             upload = await self.ctx.repo.add(upload, self._reservation(request, length))
         except E.TusError:
-            await store.delete(store.path(upload_id))
+            await store.terminate(upload)
             raise
         log.info("upload=%s created length=%s partial=%s", upload_id, length, partial)
         await self.ctx.events.created(upload)
@@ -392,26 +391,19 @@ class TusHandler:
         Upload-Concat that HEAD answers is bounded by the number of parts."""
         upload_id = secrets.token_hex(16)
         store = self.ctx.store
-        target = store.path(upload_id)
-        await store.create(upload_id)
-        sources = [(store.layout.resolve(part.storage_path), part.length or 0) for part in parts]
         try:
-            await store.concat(target, sources)
+            storage_path = await store.concatenate(upload_id, parts)
         except FileNotFoundError:
-            await store.delete(target)
             raise E.ERR_NOT_FOUND("a partial upload's data is gone") from None
-        except BaseException:
-            await store.delete(target)
-            raise
         upload = Upload(id=upload_id, length=total, offset=total, metadata_raw=metadata.raw,
                         concat="final;" + " ".join(self.base_path + part.id for part in parts),
                         concat_parts=json.dumps([part.id for part in parts]),
                         owner=getattr(request.state, "user", None),
-                        storage_path=store.layout.relative(target))
+                        storage_path=storage_path)
         try:
             upload = await self.ctx.repo.add(upload, self._reservation(request, total))
         except E.TusError:
-            await store.delete(target)
+            await store.terminate(upload)
             raise
         log.info("upload=%s final of %d partials, %d bytes", upload_id, len(parts), total)
         await self.ctx.events.created(upload)
@@ -523,8 +515,8 @@ class TusHandler:
         return upload, extra
 
     async def _receive_direct(self, upload: Upload, reader: BodyReader) -> OSError | None:
-        """Append to the upload's file and record whatever was written, however the body ended."""
-        appender = self.ctx.store.appender(self.ctx.store.path(upload.id), upload.offset)
+        """Append to the upload's bytes and record whatever was written, however the body ended."""
+        appender = self.ctx.store.writer(upload)
         try:
             await self._copy_body(upload, reader, appender)
         finally:
@@ -535,27 +527,25 @@ class TusHandler:
 
     async def _receive_staged(self, upload: Upload, reader: BodyReader,
                               checksum: H.Checksum) -> OSError | None:
-        """Write to a staging file while hashing; append it to the upload only if the whole
-        body came and its digest matches (T61-T63), so the offset never covers unverified bytes."""
-        store = self.ctx.store
-        staging = store.staging_path(upload.id)
+        """Stage the body while hashing; append it to the upload only if the whole body came
+        and its digest matches (T61-T63), so the offset never covers unverified bytes."""
         hasher = hashlib.new(checksum.algorithm)
-        appender = store.appender(staging, 0, hasher, truncate=True, writeback=False)
+        stager = self.ctx.store.stager(upload, hasher)
         try:
             try:
-                await self._copy_body(upload, reader, appender)
+                await self._copy_body(upload, reader, stager)
             finally:
-                await appender.close(sync=False)  # staged bytes are synced by the append, if kept
-            if appender.failed is None and reader.end == BodyEnd.COMPLETE:
+                await stager.close()
+            if stager.failed is None and reader.end == BodyEnd.COMPLETE:
                 if hasher.digest() != checksum.digest:
                     raise E.ERR_CHECKSUM_MISMATCH()
-                await store.append_file(store.path(upload.id), upload.offset, staging, reader.received)
+                await stager.commit()
                 await self._advance(upload, reader.received)
         finally:
-            await store.delete(staging)
-        return appender.failed
+            await stager.discard()
+        return stager.failed
 
-    async def _copy_body(self, upload: Upload, reader: BodyReader, appender: Appender) -> None:
+    async def _copy_body(self, upload: Upload, reader: BodyReader, appender: UploadWriter) -> None:
         """Feed the body to the appender, announcing the bytes as they arrive. A write failure
         ends the copy and stays in ``appender.failed``; the bytes before it are kept."""
         events = self.ctx.events
@@ -583,6 +573,8 @@ class TusHandler:
         non-partial uploads are announced (``completing``/``completed``, see events.py)."""
         events = self.ctx.events
         publish = upload.concat != "partial"
+        if not upload.is_complete:
+            await self.ctx.store.finish(upload)  # whole before recorded: any instance may read it
         if publish:
             upload.offset = upload.length or 0
             won = await self.ctx.repo.complete(upload.id, upload.offset, None,
@@ -604,13 +596,9 @@ class TusHandler:
     async def delete(self, request: Request, upload_id: str) -> Response:
         async with self.ctx.locks.hold(upload_id, lambda: self._load(upload_id, request)):  # stops an in-flight PATCH first
             upload = await self._load(upload_id, request, locked=True)
-            store = self.ctx.store
-            paths = [store.path(upload_id), store.staging_path(upload_id)]
-            if not (upload.is_complete and upload.concat != "partial"):
-                paths.append(store.layout.resolve(upload.storage_path))
             # A published upload's original belongs to its media item now and stays.
             await self.ctx.repo.delete(upload_id)
-            await store.delete(*paths)
+            await self.ctx.store.terminate(upload)
         self.ctx.locks.forget(upload_id)
         log.info("upload=%s terminated", upload_id)
         await self.ctx.events.terminated(upload)
@@ -621,21 +609,24 @@ class TusHandler:
         upload = await self._load(upload_id, request)
         if not upload.is_complete:
             raise E.ERR_NOT_COMPLETE()
-        store = self.ctx.store
-        path = store.layout.resolve(upload.storage_path)
-        if await store.size(path) is None and upload.concat != "partial":
-            # Completion commits before the bytes move to originals/: a process that died in
-            # between left them in uploads/. Moving them is idempotent, so repair it here too.
-            await store.run(store.layout.finalize, upload.id)
-        if await store.size(path) is None:
+        content = await self.ctx.store.content(upload)  # repairs an unfinished publish
+        if content is None:
             raise E.ERR_NOT_FOUND("upload data is no longer stored")
         metadata = H.parse_metadata(upload.metadata_raw, 1 << 20, 1 << 10)
         filetype = (metadata.text("filetype") or metadata.text("type")).lower()
         media_type = filetype if _safe_type(filetype) else "application/octet-stream"
         inline = shown_inline(media_type)
         filename = metadata.text("filename") or metadata.text("name") or upload_id
-        response = FileResponse(path, media_type=media_type, filename=_safe_filename(filename),
-                                content_disposition_type="inline" if inline else "attachment")
+        disposition = "inline" if inline else "attachment"
+        response: Response
+        if content.path is not None:
+            response = FileResponse(content.path, media_type=media_type, filename=_safe_filename(filename),
+                                    content_disposition_type=disposition)
+        else:
+            assert content.chunks is not None
+            response = StreamingResponse(content.chunks(), media_type=media_type, headers={
+                "Content-Length": str(content.size),
+                "Content-Disposition": _disposition(disposition, _safe_filename(filename))})
         response.headers["X-Content-Type-Options"] = "nosniff"
         # Whatever a browser makes of the bytes, they run no script on this origin.
         response.headers["Content-Security-Policy"] = "sandbox"
@@ -695,6 +686,14 @@ def shown_inline(media_type: str) -> bool:
 
 def _safe_type(value: str) -> bool:
     return bool(re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}", value.lower()))
+
+
+def _disposition(kind: str, filename: str) -> str:
+    """What FileResponse writes for a download, for the bytes a store streams."""
+    quoted = urllib.parse.quote(filename)
+    if quoted != filename:
+        return f"{kind}; filename*=utf-8''{quoted}"
+    return f'{kind}; filename="{filename}"'
 
 
 def _safe_filename(name: str) -> str:
