@@ -207,8 +207,13 @@ def test_image_paths_ports_and_volume_agree() -> None:
     for name, svc in tusflow_services(spec).items():
         mounts = [v.split(":") for v in svc.get("volumes", [])]
         assert ["media", str(settings.data_dir)] in mounts, f"{name} must mount the shared data volume"
-    server = spec["services"]["server"]
-    assert [p.rsplit(":", 1)[1] for p in server["ports"]] == [str(settings.server.port)]
+    # Clients come in through the proxy; the replicas publish nothing (--scale needs that).
+    assert "ports" not in spec["services"]["server"]
+    proxy = spec["services"]["proxy"]
+    assert [p.rsplit(":", 1)[1] for p in proxy["ports"]] == [str(settings.server.port)]
+    conf = nginx_conf()
+    assert re.search(rf"^\s*listen {settings.server.port};", conf, re.M)
+    assert re.search(rf"^\s*server server:{settings.server.port}\b", conf, re.M)
 
 
 # ---------------------------------------------------------------------------- compose
@@ -255,7 +260,11 @@ def test_compose_environment_sets_real_config_keys(env: dict[str, str]) -> None:
                 expected: Any = tomllib.loads(f"v = {raw}")["v"]
             except tomllib.TOMLDecodeError:
                 expected = raw
-            actual = getattr(getattr(settings, section), key)
+            owner = getattr(settings, section)
+            table, _, subkey = key.partition("__")  # TUSFLOW_STORAGE__S3__BUCKET
+            if subkey:
+                owner, key = getattr(owner, table), subkey
+            actual = getattr(owner, key)
             if isinstance(actual, tuple):
                 expected = tuple(expected)
             assert actual == expected, f"{name}: {var}={raw!r} gave {actual!r}"
@@ -287,9 +296,51 @@ def test_compose_start_order_health_checks_and_scaling() -> None:
     named = set(spec["volumes"])
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
-            assert volume.split(":")[0] in named, f"{name}: volume {volume} not declared"
+            source = volume.split(":")[0]
+            if source.startswith("./"):  # a file of docker/ mounted read-only
+                assert (DOCKER / source).is_file() and volume.endswith(":ro"), f"{name}: {volume}"
+                continue
+            assert source in named, f"{name}: volume {volume} not declared"
     assert any("/var/lib/postgresql/data" in v for v in services["postgres"]["volumes"])
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
+
+
+def nginx_conf() -> str:
+    return (DOCKER / "nginx.conf").read_text()
+
+
+def test_compose_scales_out_without_sticky_sessions() -> None:
+    """Two (or more) server replicas behind a round-robin proxy, locks in Redis, S3 from
+    SeaweedFS (not MinIO), and workers that scale: issue 11's deployment."""
+    spec = compose()
+    services = spec["services"]
+    server = services["server"]
+    assert server["deploy"]["replicas"] >= 2 and "container_name" not in server
+    assert services["proxy"]["depends_on"]["server"]["condition"] == "service_healthy"
+    conf = re.sub(r"#.*", "", nginx_conf())
+    for sticky in ("ip_hash", "hash ", "sticky", "least_conn"):
+        assert sticky not in conf, f"the proxy must not pin clients to a replica ({sticky})"
+    for line in ("client_max_body_size 0;", "proxy_request_buffering off;", "proxy_buffering off;"):
+        assert line in conf, f"tus bodies and event streams must stream through: {line}"
+    settings = load_settings(image_config(), env={k: str(v) for k, v in server["environment"].items()})
+    assert settings.locks.backend == "redis"
+    s3 = services["s3"]
+    assert s3["image"].startswith("chrislusf/seaweedfs")
+    script = " ".join(s3["command"])
+    assert "weed mini" in script and "-master.telemetry=false" in script and "-dir=/data" in script
+    assert all("minio" not in str(svc.get("image", "")).lower() for svc in services.values())
+    # The bucket, endpoint and credentials the services use are the ones the S3 server makes.
+    s3_env = s3["environment"]
+    assert (settings.storage.s3.access_key_id, settings.storage.s3.secret_access_key,
+            settings.storage.s3.bucket) == (s3_env["S3_ACCESS_KEY_ID"], s3_env["S3_SECRET_ACCESS_KEY"],
+                                            s3_env["S3_BUCKET"])
+    endpoint = urlsplit(settings.storage.s3.endpoint_url)
+    assert endpoint.hostname == "s3" and endpoint.port == 8333
+    assert "s3data" in spec["volumes"] and any(v.endswith(":/data") for v in s3["volumes"])
+    for name in ("server", "worker"):
+        assert services[name]["depends_on"]["s3"]["condition"] == "service_healthy"
+    with_s3 = compose({"TUSFLOW_STORAGE_BACKEND": "s3"})["services"]["server"]["environment"]
+    assert load_settings(image_config(), env={k: str(v) for k, v in with_s3.items()}).storage.backend == "s3"
 
 
 def grace_seconds(value: str) -> float:
