@@ -81,7 +81,7 @@ def transcode(source: Path, out_dir: Path, cfg: TranscodeConfig,
     """
     started = time.monotonic()
     out_dir = Path(out_dir).absolute()
-    stop = _StopCheck(should_stop)
+    stop = StopCheck(should_stop)
     stop.check(force=True)
     info = probed if probed is not None else probe(Path(source), cfg, timeout=timeout)
     budget = timeout if timeout is not None else max(cfg.timeout_min,
@@ -146,7 +146,7 @@ def _scaled(report: ProgressCallback | None, share: float) -> ProgressCallback |
     return lambda percent, eta: report(percent * share / 100.0, eta)
 
 
-class _StopCheck:
+class StopCheck:
     """Asks ``should_stop`` at most once a second: it may hit Redis or the database."""
 
     def __init__(self, should_stop: Callable[[], bool] | None) -> None:
@@ -185,7 +185,7 @@ class _StderrTail:
 
 
 def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
-               on_progress: ProgressCallback | None, stop: "_StopCheck | None" = None,
+               on_progress: ProgressCallback | None, stop: "StopCheck | None" = None,
                limits: Limits | None = None) -> None:
     """Run one long ffmpeg with ``-progress pipe:1``; kill it (by PID) on deadline, stop
     request or any exception, and turn its exit into a ``TranscodeError``.
@@ -195,7 +195,7 @@ def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
     otherwise transcode on for nobody. ``limits`` (probe.ladder_limits) cap its memory and
     CPU time; hitting them raises ``InputRejected`` saying so.
     """
-    stop = stop or _StopCheck(None)
+    stop = stop or StopCheck(None)
     started = time.monotonic()
     cpu_before = children_cpu_s()
     try:

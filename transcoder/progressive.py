@@ -7,7 +7,7 @@
    once and the master lists it: the media becomes ``playable``. When the copy fits the top
    rung it *is* that rung and stays; otherwise it leaves the master once the ladder is out
    (its files stay, so a player already playing it keeps playing).
-2. the ladder (``transcoder.pipeline.transcode``, the other engineer's capped-CRF rungs, shared
+2. the ladder (``transcoder.pipeline.transcode``, capped-CRF rungs, shared
    audio group, loudness, tone mapping) for every remaining rung.
 
 Publishing a piece means: all its segments and its media playlist are written in scratch,
@@ -37,10 +37,10 @@ from models.config import TranscodeConfig
 from models.lifecycle import RenditionState
 from transcoder import fastpath
 from transcoder.extras import STORYBOARD_FILE
-from transcoder.errors import FfmpegFailed, TranscodeCancelled
+from transcoder.errors import FfmpegFailed
 from transcoder.ffmpeg import AUDIO_GROUP, IFRAME_PLAYLIST, MASTER_PLAYLIST, MEDIA_PLAYLIST
 from transcoder.ladder import RenditionPlan, plan_ladder
-from transcoder.pipeline import TranscodeResult, run_ffmpeg, transcode
+from transcoder.pipeline import StopCheck, TranscodeResult, run_ffmpeg, transcode
 from transcoder.playlists import (
     AAC_LC, AudioRendition, Variant, average_bitrate, avc_codec_from_init, iframe_bitrates,
     iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist, render_master,
@@ -51,7 +51,6 @@ from transcoder.probe import ProbeResult, ladder_limits, scan_video_packets
 COPY_SHARE = 3.0     # percent of the bar a stream copy covers
 QUICK_SHARE = 20.0   # ... and a quick first rung
 PLAYLIST_VERSION = 7
-REPORT_EVERY_S = 1.0
 
 ProgressHook = Callable[[float, "float | None", list[dict]], None]
 
@@ -63,24 +62,6 @@ class Hooks:
     progress: ProgressHook | None = None                       # percent, eta, renditions
     verdict: Callable[[fastpath.Verdict], None] | None = None
     playable: Callable[[list[dict], float, int | None, int | None], None] | None = None
-
-
-class StopCheck:
-    """``should_stop`` asked at most once a second (it may hit the database)."""
-
-    def __init__(self, should_stop: Callable[[], bool] | None) -> None:
-        self._should_stop = should_stop
-        self._last = float("-inf")
-
-    def check(self, force: bool = False) -> None:
-        if self._should_stop is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < REPORT_EVERY_S:
-            return
-        self._last = now
-        if self._should_stop():
-            raise TranscodeCancelled("The conversion was stopped before it finished.")
 
 
 @dataclass
