@@ -49,9 +49,10 @@ SPARSE_MIN_FRAMES = 3600
 # x264 at 2 and 16 threads; the allowance leaves a margin.
 THREAD_ALLOWANCE_MB = 24
 CPU_SLACK_S = 30
-# What ffmpeg, x264 and the loader print when the address-space ceiling refuses an allocation.
+# What ffmpeg, x264 and the loader print when the address-space ceiling refuses an allocation
+# (a thread whose stack cannot be mapped fails with EAGAIN, "Resource temporarily unavailable").
 _MEMORY_MARKERS = ("Cannot allocate memory", "malloc of size", "failed to map segment",
-                   "ut of memory", "cannot allocate memory")
+                   "ut of memory", "cannot allocate memory", "Resource temporarily unavailable")
 MEMORY_REASON = ("The conversion needed more memory than allowed for this video and was "
                  "stopped.")
 CPU_REASON = ("The conversion needed more processing time than allowed for this video and "
