@@ -8,9 +8,12 @@ and nothing but ids travels through Redis. Each attempt
    change of the row is a move of ``models.lifecycle``);
 2. probes the original once and tightens its own time limit to ``max(timeout_min, duration *
    timeout_factor)``;
-3. transcodes (from that probe) into ``scratch/<id>.<attempt>`` and publishes with one rename onto
-   ``media/<id>`` (an older ladder is swapped out atomically), so players never see half a
-   ladder, and a killed worker leaves only scratch behind;
+3. gets the original into this worker's own scratch (``scratch/<id>.<attempt>``; the file store
+   hands out its own path, S3 is downloaded), transcodes there (from that probe) and publishes
+   through the media store (``models.mediastore``: one rename onto ``media/<id>`` on the file
+   store, every object then the master on S3; an older ladder is replaced), so players never
+   see half a ladder, and a killed worker leaves only scratch behind, removed at the next
+   claim on its host;
 4. records ``ready`` with what was produced, or the failure with a sentence a person can read.
 
 Retries are RQ's: the job is enqueued with ``Retry`` for ``[worker] tries``; a transient error
@@ -22,16 +25,12 @@ back at the front of the queue without using up a try.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,11 +45,12 @@ from models.db import make_engine
 from models.layout import Layout
 from models.lifecycle import default_job_id
 from models.logs import event
+from models.mediastore import Scratch, open_media_store, publish_dir
 from models.tables import Media
-from transcoder import fastpath, progressive, webhooks
+from transcoder import fanout, fastpath, progressive, webhooks
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
 from transcoder.pipeline import TranscodeResult, transcode
-from transcoder.probe import probe
+from transcoder.probe import ProbeResult, probe
 
 log = logging.getLogger("tusflow.jobs")
 
@@ -99,6 +99,8 @@ class Attempt:
         self.engine = engine
         self.media_id = media_id
         self.layout = Layout(settings.data_dir)
+        self.store = open_media_store(settings, self.layout)
+        self.scratch = Scratch(self.layout.scratch)
         self.rq_job = get_current_job()
         # Outside RQ (called directly) the job id is the media's own, read by _claim.
         self.job_id: str = self.rq_job.id if self.rq_job is not None else ""
@@ -112,36 +114,41 @@ class Attempt:
         if media is None:
             return {"media": self.media_id, "skipped": True}
         event(log, "transcode.start", self.media_id, job=self.job_id, attempt=self.attempt)
-        scratch = self.layout.scratch / f"{self.media_id}.{self.attempt}"
+        scratch = self.scratch.attempt(self.media_id, self.attempt)
         restore_signal = self._on_sigterm(lambda: self.stop.request("shutdown"))
         started = time.monotonic()
         try:
-            source = self._source(media)
+            self._clear_scratch()
+            scratch = self.scratch.start(self.media_id, self.attempt)
+            source = self._source(media, scratch)
             cfg = self.settings.transcode
             info = probe(source, cfg)
             budget = max(float(cfg.timeout_min), info.duration * cfg.timeout_factor)
             _tighten_rq_timeout(budget + 60)
             event(log, "transcode.probed", self.media_id, duration=info.duration,
                   container=info.container, timeout=round(budget))
-            self._clear_scratch()
-            scratch.mkdir(parents=True)
-            live = self.layout.media_dir(self.media_id)
-            staged = scratch / "out" if not cfg.progressive else live
+            staged: Path | None = scratch / "out" if not cfg.progressive else None
             if cfg.fast_path or cfg.progressive:
-                result = progressive.run(source, info, cfg, scratch, staged,
+                target: Path | progressive.Target = staged if staged is not None else \
+                    progressive.StoreTarget(self.store, self.media_id)
+                result = progressive.run(source, info, cfg, scratch, target,
                                          time.monotonic() + budget, self.stop.should_stop,
-                                         self._progressive_hooks())
+                                         self._progressive_hooks(), self._fan_out(info))
+                if result is None:  # the chunked ladder's part jobs finish it (partjobs.py)
+                    event(log, "transcode.fanned_out", self.media_id, job=self.job_id)
+                    return {"media": self.media_id, "chunked": True}
             else:  # the baseline: one ffmpeg for the whole ladder, published at the end
-                staged = scratch
-                result = transcode(source, scratch, cfg, on_progress=self._progress,
+                staged = scratch / "out"
+                staged.mkdir()
+                result = transcode(source, staged, cfg, on_progress=self._progress,
                                    timeout=budget, should_stop=self.stop.should_stop,
                                    probed=info)
             # Finished work is published even when a shutdown arrived meanwhile (it takes
             # milliseconds); only a deleted or superseded media makes us discard it.
             if not lifecycle.is_current(self.engine, self.media_id, self.job_id):
                 return self._stood_down()
-            if staged != live:
-                publish_dir(staged, live, self.layout.scratch)
+            if staged is not None:
+                self.store.publish_ladder(self.media_id, staged)
             self._mark_ready(result)
             event(log, "transcode.ready", self.media_id, job=self.job_id, attempt=self.attempt,
                   seconds=round(time.monotonic() - started, 2), duration=result.duration,
@@ -169,7 +176,7 @@ class Attempt:
             raise
         finally:
             restore_signal()
-            shutil.rmtree(scratch, ignore_errors=True)
+            self.scratch.remove(scratch)
 
     # ------------------------------------------------------------------------------ database
     def _claim(self) -> Media | None:
@@ -210,6 +217,14 @@ class Attempt:
             return
         if not current:  # deleted, cancelled, or retried as a new generation: stop the CPU
             self.stop.request("cancelled")
+
+    def _fan_out(self, info: ProbeResult) -> progressive.FanOut | None:
+        """With ``[transcode] chunk_seconds`` the rungs after the stand-in become part jobs
+        (``transcoder.fanout``) that any worker sharing the storage can run."""
+        if self.settings.transcode.chunk_seconds <= 0:
+            return None
+        return lambda plans, ladder_cfg, remaining: fanout.fan_out(
+            self.settings, self.media_id, self.job_id, info, plans, ladder_cfg, remaining)
 
     def _progressive_hooks(self) -> progressive.Hooks:
         return progressive.Hooks(progress=self._progress, verdict=self._verdict,
@@ -252,7 +267,7 @@ class Attempt:
         # Deleted while we published: take our output down again. Superseded: leave it, the
         # newer generation replaces it atomically when it publishes.
         if lifecycle.get(self.engine, self.media_id) is None:
-            shutil.rmtree(self.layout.media_dir(self.media_id), ignore_errors=True)
+            self.store.delete_output(self.media_id)
         self._stood_down()
 
     def _failed(self, reason: str, *, permanent: bool, detail: str = "") -> None:
@@ -292,7 +307,7 @@ class Attempt:
         if self.settings.transcode.progressive and lifecycle.get(self.engine,
                                                                  self.media_id) is None:
             # deleted while we were publishing piece by piece into its directory
-            shutil.rmtree(self.layout.media_dir(self.media_id), ignore_errors=True)
+            self.store.delete_output(self.media_id)
         event(log, "transcode.stood_down", self.media_id, job=self.job_id,
               why="media deleted or transcoded again as a newer job")
         return {"media": self.media_id, "skipped": True}
@@ -301,26 +316,26 @@ class Attempt:
         """Our worker died under us. Leave the job STARTED: the reconciler sees the dead
         worker and lets RQ retry it; finishing RQ's bookkeeping here would contradict that."""
         event(log, "transcode.orphaned", self.media_id, level=logging.WARNING, job=self.job_id)
-        shutil.rmtree(self.layout.scratch / f"{self.media_id}.{self.attempt}", ignore_errors=True)
+        self.scratch.remove(self.scratch.attempt(self.media_id, self.attempt))
         logging.shutdown()
         os._exit(ORPHAN_EXIT_CODE)
 
     # ------------------------------------------------------------------------------ files
-    def _source(self, media: Media) -> Path:
-        """The original; finishes an interrupted finalize (crash between commit and rename)."""
-        path = self.layout.resolve(media.source_path) if media.source_path else \
-            self.layout.original_file(self.media_id)
-        if not path.exists() and self.layout.upload_file(self.media_id).exists():
-            self.layout.finalize(self.media_id)
-            path = self.layout.original_file(self.media_id)
-        if not path.exists():
-            raise InputRejected("The uploaded file is no longer on the server.")
-        return path
+    def _source(self, media: Media, scratch: Path) -> Path:
+        """The original as a local file: the file store's own (it finishes an interrupted
+        finalize, a crash between commit and rename), or a download into scratch."""
+        try:
+            return self.store.fetch_original(self.media_id, scratch / "original", media.source_path)
+        except FileNotFoundError as exc:
+            raise InputRejected("The uploaded file is no longer on the server.",
+                                detail=str(exc)) from exc
 
     def _clear_scratch(self) -> None:
-        """Earlier attempts of this media that died before cleaning up after themselves."""
-        for leftover in self.layout.scratch.glob(f"{self.media_id}.*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        """Earlier attempts of this media, and attempts on this host whose worker was killed
+        (SIGKILL, OOM) before it could clean up after itself."""
+        self.scratch.clear(self.media_id)
+        for name in self.scratch.sweep():
+            event(log, "scratch.removed", self.media_id, leftover=name)
 
     @staticmethod
     def _on_sigterm(callback: Callable[[], None]) -> Callable[[], None]:
@@ -343,51 +358,6 @@ def _tighten_rq_timeout(seconds: float) -> None:
         return
     remaining = signal.alarm(0)
     signal.alarm(max(1, min(int(seconds), remaining) if remaining else int(seconds)))
-
-
-# ---------------------------------------------------------------------------------- publishing
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False when unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def publish_dir(staged: Path, target: Path, trash: Path) -> None:
-    """Make the complete directory ``staged`` visible as ``target`` in one step.
-
-    A first publish is a rename. Replacing an older ladder swaps the two directories in one
-    renameat2 call, so ``target`` is never missing nor mixed; where the kernel lacks it, two
-    renames leave a moment without ``target`` but never a half-written one.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(staged, target)  # replaces nothing or an empty directory
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-    if _exchange(staged, target):
-        shutil.rmtree(staged, ignore_errors=True)  # now holds the older ladder
-        return
-    old = trash / f"{target.name}.replaced.{uuid.uuid4().hex[:8]}"
-    os.rename(target, old)
-    os.rename(staged, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["FfmpegFailed", "InputRejected", "publish_dir", "transcode_media"]

@@ -11,30 +11,32 @@
    audio group, loudness, tone mapping) for every remaining rung.
 
 Publishing a piece means: all its segments and its media playlist are written in scratch,
-then its folder is renamed into ``media/<id>/`` (one rename), then the master is rebuilt from
-what is published and replaced atomically (write, fsync, ``os.replace``). A player never sees
-a rendition before all of it exists, and a SIGKILLed worker leaves only scratch behind.
+then the folder is handed to the media store (``models.mediastore``: one rename into
+``media/<id>/`` on the file store; every object, then its media playlist, on S3), then the
+master is rebuilt from what is published and replaced (atomically on either store). A player
+never sees a rendition before all of it exists, and a SIGKILLed worker leaves only scratch
+behind.
 
 Without ``progressive`` every piece goes into one staged directory which the caller publishes
-with one rename, exactly as before.
+as a whole (``MediaStore.publish_ladder``), exactly as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import os
 import re
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
+from models import mediastore
 from models.config import TranscodeConfig
 from models.lifecycle import RenditionState
+from models.mediastore import MediaStore
 from transcoder import fastpath
 from transcoder.extras import STORYBOARD_FILE
 from transcoder.errors import FfmpegFailed
@@ -99,16 +101,92 @@ class Board:
         return [dict(r) for r in self.rows]
 
 
-def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, target: Path,
-        deadline: float, should_stop: Callable[[], bool] | None = None,
-        hooks: Hooks | None = None) -> TranscodeResult:
-    """Convert ``source`` into ``target``: the live media directory (``progressive``) or an
-    empty staged directory that the caller publishes in one rename (not ``progressive``)."""
+class Target(Protocol):
+    """Where ``run`` publishes pieces: the media store (``StoreTarget``) or a local folder."""
+
+    def place(self, src: Path, name: str) -> None: ...
+
+    def master(self, text: str) -> None: ...
+
+
+class StoreTarget:
+    """The media's published output, through its store: what ``progressive`` writes to."""
+
+    def __init__(self, store: MediaStore, media_id: str):
+        self.store = store
+        self.media_id = media_id
+
+    def place(self, src: Path, name: str) -> None:
+        if src.is_dir():
+            self.store.publish_rendition(self.media_id, src, name)
+        else:
+            self.store.publish_file(self.media_id, src, name)
+
+    def master(self, text: str) -> None:
+        self.store.write_master(self.media_id, text)
+
+
+class LocalTarget:
+    """A local folder: the staged ladder the caller publishes whole, or a test's directory."""
+
+    def __init__(self, root: Path, trash: Path):
+        self.root = root
+        self.trash = trash
+        root.mkdir(parents=True, exist_ok=True)
+
+    def place(self, src: Path, name: str) -> None:
+        mediastore.place(src, self.root, name, self.trash)
+
+    def master(self, text: str) -> None:
+        mediastore.write_atomic(self.root / MASTER_PLAYLIST, text)
+
+
+@dataclass
+class Remaining:
+    """What is left after the stand-in: handed to a fan-out (the chunked ladder, whose parts
+    run as other jobs) and, once the ladder exists, back to ``finish_ladder``. JSON-safe."""
+
+    board: list[dict]
+    standin: str | None
+    top_rung: str | None
+    published: list[Piece]
+    stand_share: float
+    names: list[str]
+
+    def as_json(self) -> dict:
+        return {"board": self.board, "standin": self.standin, "top_rung": self.top_rung,
+                "stand_share": self.stand_share, "names": self.names,
+                "published": [dataclasses.asdict(p) for p in self.published]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Remaining":
+        pieces = []
+        for p in data["published"]:
+            v = dict(p["variant"])
+            v["resolution"] = tuple(v["resolution"]) if v.get("resolution") else None
+            pieces.append(Piece(p["name"], Variant(**v), p["video_peak"], p["video_average"],
+                                p["target"]))
+        return cls(data["board"], data["standin"], data["top_rung"], pieces,
+                   data["stand_share"], data["names"])
+
+
+# Called with the remaining rungs, their configuration and what the stand-in left; True when
+# it took the ladder over (``run`` then returns None: the chunked ladder's join finishes).
+FanOut = Callable[[list[RenditionPlan], TranscodeConfig, Remaining], bool]
+
+
+def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path,
+        target: Path | Target, deadline: float, should_stop: Callable[[], bool] | None = None,
+        hooks: Hooks | None = None, fan_out: FanOut | None = None) -> TranscodeResult | None:
+    """Convert ``source`` into ``target``: the media's store (``progressive``) or an empty
+    staged directory that the caller publishes whole (not ``progressive``). A plain path is
+    a local folder. With ``fan_out`` (``progressive`` only) the rungs after the stand-in may
+    be handed to the chunked ladder: None is returned and its join job finishes the media."""
     hooks = hooks or Hooks()
     stop = StopCheck(should_stop)
     stop.check(force=True)
     scratch.mkdir(parents=True, exist_ok=True)
-    target.mkdir(parents=True, exist_ok=True)
+    out: Target = LocalTarget(target, scratch) if isinstance(target, Path) else target
     packets = None
     if cfg.fast_path and info.video is not None:
         packets = fastpath.scan_source(cfg, info, max(1.0, min(fastpath.SCAN_TIMEOUT_S,
@@ -172,9 +250,9 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, ta
         stop.check(force=True)
         if cfg.progressive:
             if audio_dir is not None:
-                place(audio_dir, target, fastpath.FIRST_AUDIO, scratch)
-            place(stage / standin, target, standin, scratch)
-            write_master(target, [piece], fastpath.FIRST_AUDIO if audio_dir else None)
+                out.place(audio_dir, fastpath.FIRST_AUDIO)
+            out.place(stage / standin, standin)
+            out.master(master_text([piece], fastpath.FIRST_AUDIO if audio_dir else None))
             board.set(standin, state=RenditionState.READY, progress=100.0)
             report(stand_share, None)
             if hooks.playable:
@@ -189,8 +267,8 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, ta
         if not cfg.progressive:
             for name in [published[0].name, fastpath.FIRST_AUDIO]:
                 if (scratch / "stage" / name).exists():
-                    place(scratch / "stage" / name, target, name, scratch)
-        write_master(target, published, fastpath.FIRST_AUDIO if info.audio is not None else None)
+                    out.place(scratch / "stage" / name, name)
+        out.master(master_text(published, fastpath.FIRST_AUDIO if info.audio is not None else None))
         board.set(published[0].name, state=RenditionState.READY, progress=100.0)
         report(100.0, 0.0)
         res = published[0].variant.resolution
@@ -198,41 +276,60 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, ta
                                res[1] if res else None, board.snapshot(), MASTER_PLAYLIST,
                                None, None)
 
-    ladder_dir = scratch / "ladder"
-    _fresh(ladder_dir)
     lnames = [p.name for p in ladder_plans]
     for name in lnames:
         board.set(name, state=RenditionState.ENCODING)
+    remaining = Remaining(board.rows, standin, verdict.top_rung, published, stand_share, lnames)
+    if fan_out is not None and cfg.progressive and fan_out(ladder_plans, ladder_cfg, remaining):
+        report(stand_share, None)
+        return None
+    ladder_dir = scratch / "ladder"
+    _fresh(ladder_dir)
     result = transcode(source, ladder_dir, ladder_cfg,
                        on_progress=report.scaled(stand_share, 100.0, lnames),
                        timeout=max(1.0, deadline - time.monotonic()), should_stop=should_stop,
                        probed=info)
     stop.check(force=True)
+    return finish_ladder(result, ladder_dir, remaining, cfg, out, scratch, report)
+
+
+def finish_ladder(result: TranscodeResult, ladder_dir: Path, remaining: Remaining,
+                  cfg: TranscodeConfig, out: Target, scratch: Path,
+                  report: "_Reporter | None" = None) -> TranscodeResult:
+    """Publish a written ladder (``transcode``'s output, or the chunked ladder's join) beside
+    the stand-in: each rendition folder, then the master."""
+    board = Board(remaining.board)
+    if report is None:
+        report = _Reporter(None, board)
+    report.board = board
+    standin, published, lnames = remaining.standin, remaining.published, remaining.names
     made = {r["name"] for r in result.renditions}
     variants, group = parse_master((ladder_dir / MASTER_PLAYLIST).read_text(encoding="utf-8"))
+    # Measured against the audio group while it is still in scratch (a store may not hand
+    # published files back).
+    final = list(variants)
+    if remaining.top_rung is not None and standin == remaining.top_rung:
+        top = published[0]
+        final.insert(0, _with_group_audio(top, ladder_dir / AUDIO_GROUP if group else None))
     if not cfg.progressive and standin is not None:
         stage = scratch / "stage"
-        if verdict.top_rung == standin:
-            place(stage / standin, target, standin, scratch)
+        if remaining.top_rung == standin:
+            out.place(stage / standin, standin)
     for name in lnames:
         if name in made:
-            place(ladder_dir / name, target, name, scratch)
+            out.place(ladder_dir / name, name)
     if group is not None:
-        place(ladder_dir / AUDIO_GROUP, target, AUDIO_GROUP, scratch)
+        out.place(ladder_dir / AUDIO_GROUP, AUDIO_GROUP)
     extras = [result.poster] + ([STORYBOARD_FILE, result.storyboard] if result.storyboard
                                 else [])
     for extra in extras:
         if extra and (ladder_dir / extra).exists():
-            place(ladder_dir / extra, target, extra, scratch)
-    final = list(variants)
-    if verdict.top_rung is not None and standin == verdict.top_rung:
-        top = published[0]
-        final.insert(0, _with_group_audio(top, target / AUDIO_GROUP if group else None))
-    write_master(target, final, AUDIO_GROUP if group else None)
+            out.place(ladder_dir / extra, extra)
+    out.master(master_text(final, AUDIO_GROUP if group else None))
     for name in lnames:
         board.set(name, state=RenditionState.READY if name in made else RenditionState.DROPPED,
                   progress=100.0)
-    if standin is not None and standin != verdict.top_rung:
+    if standin is not None and standin != remaining.top_rung:
         board.set(standin, state=RenditionState.REPLACED)
     elif standin is not None:
         board.set(standin, state=RenditionState.READY, progress=100.0)
@@ -386,37 +483,16 @@ def _fix_target_duration(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- publishing
-def place(src: Path, root: Path, name: str, trash: Path) -> None:
-    """Make ``src`` visible as ``root/name`` with one rename; an older one of that name (an
-    earlier run) is moved aside first and removed."""
-    root.mkdir(parents=True, exist_ok=True)
-    dest = root / name
-    try:
-        os.rename(src, dest)
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
-            raise
-    old = trash / f".replaced-{name}-{uuid.uuid4().hex[:8]}"
-    os.rename(dest, old)
-    os.rename(src, dest)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink(missing_ok=True)
+def master_text(pieces: list[Piece], audio_group: str | None) -> str:
+    """The master from what is published (or about to be, in the same order)."""
+    audio = AudioRendition(f"{audio_group}/{MEDIA_PLAYLIST}", audio_group) if audio_group else None
+    return render_master([p.variant for p in pieces], PLAYLIST_VERSION, audio)
 
 
 def write_master(root: Path, pieces: list[Piece], audio_group: str | None) -> None:
-    """The master from what is published, written beside itself and renamed over the old
-    one: readers get the old or the new file, never half of one."""
-    audio = AudioRendition(f"{audio_group}/{MEDIA_PLAYLIST}", audio_group) if audio_group else None
-    text = render_master([p.variant for p in pieces], PLAYLIST_VERSION, audio)
-    tmp = root / f".{MASTER_PLAYLIST}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / MASTER_PLAYLIST)
+    """The master written into a local folder, beside itself and renamed over the old one:
+    readers get the old or the new file, never half of one."""
+    mediastore.write_atomic(root / MASTER_PLAYLIST, master_text(pieces, audio_group))
 
 
 def _fresh(folder: Path) -> None:

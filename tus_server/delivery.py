@@ -1,10 +1,17 @@
 """HLS delivery: ``/media/{id}/{path}`` serves a ready video's playlists, segments and images.
 
-Only what a player needs leaves the media directory: a short list of extensions, path parts
-made of ``[A-Za-z0-9_.-]`` that do not start with a dot, and a resolved path that is still
-inside ``media_dir(id)`` (so a symlink cannot point out of it). Nothing is served until the
-media is ``ready``, because the transcoder publishes the whole directory at once and only then
-marks the row.
+The files come from the media store (``models.mediastore``): the file store's folder on this
+machine (sent from disk, as before) or the S3 bucket every instance shares (streamed through,
+with single byte ranges, ETag and Last-Modified from the object), so any instance serves any
+video. Only what a player needs leaves the store: a short list of extensions, path parts made
+of ``[A-Za-z0-9_.-]`` that do not start with a dot, and, on the file store, a resolved path
+that is still inside the media's folder (so a symlink cannot point out of it). Nothing is
+served until the media is ``playable`` or ``ready``.
+
+With ``[delivery] public_base_url`` (a CDN or the bucket's website in front of the store) the
+playlists served here point their segments, init sections and images there, so the bytes of
+video never pass through the app; playlists stay here when playback is signed, because only
+the app can check a signature.
 
 Delivery also decides who may fetch the files (the auth middleware only says who is asking):
 - a valid playback signature (``exp``/``sig``, see ``tus_server.auth.signing``) opens the item's
@@ -26,18 +33,19 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Iterator
 from urllib.parse import parse_qsl, quote, urlencode
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from models.layout import Layout
 from models.lifecycle import SERVABLE
+from models.mediastore import MediaStore, StoredFile, open_media_store
 from models.tables import Media, Upload
 from tus_server.api.ids import is_media_id
 from tus_server.auth import errors as AE
@@ -51,6 +59,7 @@ MAX_DEPTH = 4
 PLAYLIST = "application/vnd.apple.mpegurl"
 SIGNED_PLAYLIST_CACHE = "private, no-store"
 _URI_ATTR = re.compile(r'(URI=")([^"]*)(")')
+_RANGE = re.compile(r"(\d*)-(\d*)")
 
 
 @dataclass(frozen=True)
@@ -133,12 +142,13 @@ class Signed:
 
 
 class Delivery:
-    def __init__(self, engine: Engine, layout: Layout, signer: PlaybackSigner | None = None,
-                 signed_playback: bool = False):
+    def __init__(self, engine: Engine, store: MediaStore, signer: PlaybackSigner | None = None,
+                 signed_playback: bool = False, public_base_url: str = ""):
         self.engine = engine
-        self.layout = layout
+        self.store = store
         self.signer = signer
         self.signed_playback = signed_playback
+        self.public_base = public_base_url.rstrip("/")
 
     def _item(self, media_id: str) -> Item:
         with Session(self.engine) as session:
@@ -167,20 +177,6 @@ class Delivery:
             raise AE.ERR_NOT_FOUND("media not found")
         return item, None
 
-    def _locate(self, media_id: str, path: str) -> Path | None:
-        parts = safe_parts(path)
-        if parts is None:
-            return None
-        root = self.layout.media_dir(media_id)
-        try:
-            real_root = root.resolve(strict=True)
-            target = root.joinpath(*parts).resolve(strict=True)
-        except (FileNotFoundError, NotADirectoryError, RuntimeError, OSError):
-            return None
-        if not target.is_relative_to(real_root) or not target.is_file():
-            return None
-        return target
-
     async def handle(self, request: Request) -> Response:
         media_id: str = request.path_params["media_id"]
         path: str = request.path_params["path"]
@@ -195,27 +191,65 @@ class Delivery:
             return _not_found()
         if not item.ready:
             return _not_found("media not found or not ready")
-        target = await anyio.to_thread.run_sync(self._locate, media_id, path)
-        if target is None:
+        stored = await anyio.to_thread.run_sync(self.store.stat, media_id, path)
+        if stored is None:
             return _not_found()
-        if signed is not None and kind.media_type == PLAYLIST:
-            return await self._signed_playlist(request, target, signed)
+        if kind.compress or (signed is not None and kind.media_type == PLAYLIST):
+            body = await anyio.to_thread.run_sync(self.store.read, media_id, path)
+            if body is None:
+                return _not_found()
+            if kind.media_type == PLAYLIST and self.public_base:
+                body = public_playlist(body.decode("utf-8"), self._public_dir(media_id, path)).encode("utf-8")
+            if signed is not None and kind.media_type == PLAYLIST:
+                return self._signed_playlist(request, body, signed)
         headers = {**BASE_HEADERS, "Cache-Control": kind.cache}
         if kind.compress:
-            return await self._text(request, target, kind, headers)
-        return FileResponse(target, media_type=kind.media_type, headers=headers)
+            return self._text(request, body, kind, headers)
+        if stored.path is not None:  # on this machine: from disk, Range and all
+            return FileResponse(stored.path, media_type=kind.media_type, headers=headers)
+        return self._streamed(request, media_id, path, stored, kind, headers)
 
-    async def _signed_playlist(self, request: Request, target: Path, signed: Signed) -> Response:
+    def _public_dir(self, media_id: str, path: str) -> str:
+        """The public URL of the folder a playlist is in (its relative URIs' base)."""
+        folder = path.rpartition("/")[0]
+        return f"{self.public_base}/media/{media_id}/" + (f"{folder}/" if folder else "")
+
+    def _signed_playlist(self, request: Request, raw: bytes, signed: Signed) -> Response:
         """The playlist with the signature carried into every URI inside it: always the whole
         plain text (no 304, no gzip, no ETag: the body differs per link) and never stored."""
-        text = (await anyio.to_thread.run_sync(target.read_bytes)).decode("utf-8")
+        text = raw.decode("utf-8")
         body = rewrite_playlist(text, signed.query, f"/media/{signed.grant.media_id}/").encode("utf-8")
         headers = {**BASE_HEADERS, "Cache-Control": SIGNED_PLAYLIST_CACHE, "Content-Length": str(len(body))}
         return Response(b"" if request.method == "HEAD" else body, media_type=PLAYLIST, headers=headers)
 
-    async def _text(self, request: Request, target: Path, kind: Kind, headers: dict[str, str]) -> Response:
+    def _streamed(self, request: Request, media_id: str, path: str, stored: StoredFile, kind: Kind,
+                  headers: dict[str, str]) -> Response:
+        """A file from a remote store: streamed through in chunks (never whole in memory), one
+        byte range when asked, revalidated by the store's ETag and modification time."""
+        headers = {**headers, "Accept-Ranges": "bytes", "Last-Modified": formatdate(stored.modified, usegmt=True)}
+        if stored.etag:
+            headers["ETag"] = stored.etag
+        if _not_modified(request, stored):
+            return Response(status_code=304, headers=headers)
+        status, start, end = 200, 0, stored.size
+        wanted = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if wanted and (not if_range or if_range.strip() == stored.etag):
+            try:
+                byte_range = parse_range(wanted, stored.size)
+            except ValueError:
+                return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{stored.size}"})
+            if byte_range is not None:
+                status, (start, end) = 206, byte_range
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{stored.size}"
+        headers["Content-Length"] = str(end - start)
+        if request.method == "HEAD" or end == start:
+            return Response(status_code=status, media_type=kind.media_type, headers=headers)
+        chunks: Iterator[bytes] = self.store.chunks(media_id, path, start, end)
+        return StreamingResponse(chunks, status_code=status, media_type=kind.media_type, headers=headers)
+
+    def _text(self, request: Request, body: bytes, kind: Kind, headers: dict[str, str]) -> Response:
         """Small text files are read whole, given a strong ETag and gzipped when accepted."""
-        body = await anyio.to_thread.run_sync(target.read_bytes)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         compress = len(body) >= GZIP_MIN and accepts_gzip(request.headers.get("accept-encoding"))
         if compress:
@@ -236,6 +270,64 @@ def _etags(header: str | None) -> set[str]:
     if not header:
         return set()
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+
+
+def _not_modified(request: Request, stored: StoredFile) -> bool:
+    """If-None-Match decides when present (RFC 9110 13.1.2), else If-Modified-Since."""
+    tags = _etags(request.headers.get("if-none-match"))
+    if tags:
+        return "*" in tags or stored.etag in tags
+    since = request.headers.get("if-modified-since")
+    if not since:
+        return False
+    try:
+        return int(stored.modified) <= parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` as [start, end); None to send the whole file
+    (another unit, several ranges, or a malformed header: RFC 9110 lets a server ignore
+    those); ValueError when the one range lies wholly past the end (416)."""
+    unit, _, spec = header.partition("=")
+    match = _RANGE.fullmatch(spec.strip())
+    if unit.strip().lower() != "bytes" or match is None or match.group(0) == "-":
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:
+        if int(last) == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - int(last)), size
+    start, end = int(first), int(last) + 1 if last else size
+    if end <= start:
+        return None
+    if start >= size:
+        raise ValueError("range starts past the end")
+    return start, min(end, size)
+
+
+def public_playlist(text: str, base: str) -> str:
+    """Point a playlist's media URIs (segments, init sections, keys: everything but other
+    playlists) at ``base``, the public URL of the playlist's folder. Playlist URIs stay
+    relative, served by the app, so a signature can still be carried into them."""
+    def move(uri: str) -> str:
+        if not uri or "://" in uri or uri.startswith(("/", "data:", "#")):
+            return uri
+        if uri.split("?", 1)[0].split("#", 1)[0].endswith(".m3u8"):
+            return uri
+        return base + uri
+
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        end = line[len(body):]
+        if body.startswith("#"):
+            body = _URI_ATTR.sub(lambda m: m.group(1) + move(m.group(2)) + m.group(3), body)
+        elif body.strip():
+            body = move(body.strip())
+        out.append(body + end)
+    return "".join(out)
 
 
 def _with_query(uri: str, query: str) -> str:
@@ -272,5 +364,6 @@ def _inside(uri: str, query: str, prefix: str) -> str:
 
 def routes(ctx: AppContext) -> list[BaseRoute]:
     """``/media/{id}/{path}`` only: the bare ``/media/{id}`` is the player page (pages.py)."""
-    delivery = Delivery(ctx.engine, ctx.layout, playback_signer(ctx.settings), ctx.settings.auth.signed_playback)
+    delivery = Delivery(ctx.engine, open_media_store(ctx.settings, ctx.layout), playback_signer(ctx.settings),
+                        ctx.settings.auth.signed_playback, ctx.settings.delivery.public_base_url)
     return [Route("/media/{media_id}/{path:path}", delivery.handle, methods=["GET", "HEAD"])]

@@ -85,6 +85,12 @@ class MediaCatalog:
         self.layout = layout
         self.jobs = jobs
         self.root_path = root_path.rstrip("/")
+        # Files straight from the CDN or bucket in front of the media store
+        # ([delivery] public_base_url), unless playback is signed: only the app can check a
+        # signature, so the playlist (which then points its segments there) stays here.
+        settings = jobs.settings
+        self.public_base = "" if settings.auth.signed_playback else \
+            settings.delivery.public_base_url.rstrip("/")
 
     # ------------------------------------------------------------------ reading
     def page(self, limit: int = DEFAULT_LIMIT, cursor: str | None = None,
@@ -144,6 +150,12 @@ class MediaCatalog:
     def _url(self, media_id: str, name: str = "") -> str:
         return f"{self.root_path}/media/{media_id}" + (f"/{name}" if name else "")
 
+    def _file_url(self, media_id: str, name: str) -> str:
+        """Where a player fetches one of the media's files: the public base, or this app."""
+        if self.public_base:
+            return f"{self.public_base}/media/{media_id}/{name}"
+        return self._url(media_id, name)
+
     def media_item(self, media: Media, queue_position: int | None = None) -> dict[str, Any]:
         ready = media.state == MediaState.READY
         servable = media.state in SERVABLE
@@ -167,9 +179,9 @@ class MediaCatalog:
             "renditions": _renditions(media) if servable or working else [],
             "versions": _versions(media) if servable or working else None,
             "fast_path": _fast_path(media),
-            "poster": self._url(media.id, "poster.jpg") if ready and media.has_poster else None,
-            "storyboard": self._url(media.id, "storyboard.vtt") if ready and media.has_storyboard else None,
-            "playlist": self._url(media.id, "master.m3u8") if servable else None,
+            "poster": self._file_url(media.id, "poster.jpg") if ready and media.has_poster else None,
+            "storyboard": self._file_url(media.id, "storyboard.vtt") if ready and media.has_storyboard else None,
+            "playlist": self._file_url(media.id, "master.m3u8") if servable else None,
             "page": self._url(media.id),
             "owner": media.owner,
             "upload": None,

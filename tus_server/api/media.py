@@ -7,8 +7,6 @@ Handlers only parse, check and answer; reading is ``MediaCatalog``'s job and que
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -20,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from models import lifecycle
 from models.layout import Layout
 from models.lifecycle import MediaState
+from models.mediastore import open_media_store
 from models.tables import Media, Upload
 from tus_server.api.access import Viewer, viewer_of
 from tus_server.api.errors import json_error
@@ -42,6 +41,7 @@ class MediaApi:
         self.jobs = jobs
         self.engine = engine
         self.layout = layout
+        self.store = open_media_store(jobs.settings, layout)  # the original and the output
         self.tus_base_path = tus_base_path.rstrip("/") + "/"
         self.links = links
 
@@ -117,22 +117,12 @@ class MediaApi:
         return Response(status_code=204, headers=NO_STORE)
 
     def _remove_files(self, media_id: str, media: Media, upload: Upload | None) -> None:
-        layout = self.layout
-        paths: list[Path] = [layout.original_file(media_id), layout.upload_file(media_id),
-                             layout.uploads / f"{media_id}.stage"]
-        for relative in (media.source_path, upload.storage_path if upload else ""):
-            if relative:
-                candidate = layout.resolve(relative)
-                if _inside(candidate, layout.root):
-                    paths.append(candidate)
-        for path in paths:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:
-                pass
-        shutil.rmtree(layout.media_dir(media_id), ignore_errors=True)
+        """The original and every published file, wherever the media store keeps them; a
+        failure is logged, not raised: the row is gone, and leftovers are only bytes."""
+        try:
+            self.store.delete_media(media_id, [media.source_path, upload.storage_path if upload else ""])
+        except Exception as exc:  # noqa: BLE001 - S3 unreachable, permissions
+            log.warning("media=%s files not removed: %s", media_id, exc)
 
     async def retry(self, request: Request) -> Response:
         media_id = request.path_params["media_id"]
@@ -160,9 +150,3 @@ class MediaApi:
             row = session.exec(select(Media.state, Media.owner).where(Media.id == media_id)).first()
         return row[0] if row is not None and viewer.sees(row[1]) else None
 
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        return path.resolve().is_relative_to(root.resolve())
-    except OSError:
-        return False

@@ -35,12 +35,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 from models.config import MAX_PART_SIZE, MIN_PART_SIZE, S3Config
+from models.s3client import is_missing, make_client
 from models.tables import Upload
 from tus_server.tus.datastore import Content
 
@@ -49,42 +49,6 @@ log = logging.getLogger("tusflow.s3store")
 MAX_PARTS = 10_000
 READ_CHUNK = 1 << 20
 T = TypeVar("T")
-
-_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
-
-
-def make_client(cfg: S3Config, pool: int) -> Any:
-    """A botocore S3 client for ``cfg``; empty credentials and region come from the standard
-    AWS environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION, ...)."""
-    import boto3
-    from botocore.config import Config
-
-    region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    config = Config(
-        s3={"addressing_style": "path"} if cfg.endpoint_url else {},
-        max_pool_connections=pool,
-        retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=10, read_timeout=120,
-        # SigV4 already hashes the payload on plain HTTP, and TLS protects it otherwise: a
-        # second CRC over every part would only cost CPU.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=cfg.endpoint_url or None, region_name=region,
-        aws_access_key_id=cfg.access_key_id or None, aws_secret_access_key=cfg.secret_access_key or None,
-        config=config)
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def is_missing(exc: BaseException) -> bool:
-    return error_code(exc) in _MISSING
 
 
 def as_os_error(exc: Exception, what: str) -> OSError:
