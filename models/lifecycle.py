@@ -155,9 +155,31 @@ def next_job_id(current: str | None, media_id: str) -> str:
     return f"{base}-{int(match.group(1)) + 1 if match else 2}"
 
 
+# A chunked ladder (issue 10) runs as part jobs of one generation: ``<generation>-chunk-<i>``,
+# ``<generation>-audio`` and ``<generation>-join``; they belong to the media like the
+# generation's own job, so cancel, retry and queue positions find them.
+PART_SUFFIX = re.compile(r"(?:\d+-)?(?:chunk-\d+|audio|join)")
+
+
+def part_job_id(generation_job_id: str, part: str) -> str:
+    """The id of one part (``chunk-3``, ``audio``, ``join``) of a generation's chunked run."""
+    return f"{generation_job_id}-{part}"
+
+
+def generation_of(job_id: str, media_id: str) -> str:
+    """The generation job id a job of this media belongs to (itself for a whole-video job)."""
+    base = default_job_id(media_id)
+    rest = job_id[len(base) + 1:] if job_id.startswith(base + "-") else ""
+    number = rest.split("-", 1)[0]
+    return f"{base}-{number}" if number.isdigit() else base
+
+
 def job_belongs_to(job_id: str, media_id: str) -> bool:
     base = default_job_id(media_id)
-    return job_id == base or (job_id.startswith(base + "-") and job_id[len(base) + 1:].isdigit())
+    if job_id == base:
+        return True
+    rest = job_id[len(base) + 1:] if job_id.startswith(base + "-") else ""
+    return rest.isdigit() or bool(rest and PART_SUFFIX.fullmatch(rest))
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -321,3 +321,114 @@ def rendition_commands(cfg: TranscodeConfig, probe: ProbeResult,
     runs it to show what the shared decode saves."""
     solo = dataclasses.replace(cfg, audio_group=False)  # no shared run writes the group
     return [ladder_command(solo, probe, [p]) for p in plans]
+
+
+# ---------------------------------------------------------------------------------- chunked ladder
+def _chunk_rung_filters(plan: RenditionPlan, first: int, end: int | None) -> str:
+    """One rung's frames for one chunk: the rung's CFR grid starting exactly at output frame
+    ``first`` (``fps`` pads or drops to it, so a chunk never starts a frame early or late),
+    ended before frame ``end`` in absolute time (``-copyts`` keeps source timestamps). Not
+    ``trim=end``: in 5.1 it drops a frame whose *end* passes the limit, one frame early.
+    The input must run on past ``end``: ``fps`` only emits a frame once it sees the next."""
+    fps = plan.fps
+    assert fps is not None
+    chain = f"fps={fps.numerator}/{fps.denominator}:start_time={float(first / fps):.6f},"
+    if end is not None:  # after fps the time base is one frame: pts is the frame number
+        chain += f"select='lt(pts,{end})',"
+    return chain + f"scale={plan.width}:{plan.height},setsar=1,format=yuv420p"
+
+
+def _chunk_filter_graph(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[RenditionPlan],
+                        frames: Sequence[tuple[int, int | None]]) -> str:
+    """The ladder's cascade (each rung scaled from the one above), video only, with each
+    rung cut to its own frame range of the chunk."""
+    assert probe.video is not None
+    parts = []
+    head = f"[0:{probe.video.index}]" + ("bwdif=mode=send_frame," if probe.video.interlaced
+                                         else "")
+    if probe.video.hdr:
+        head += tonemap_filters(cfg, probe) + ","
+    last = len(plans) - 1
+    for i, (plan, (first, end)) in enumerate(zip(plans, frames)):
+        taps = [f"v{i}"] + ([f"c{i}"] if i < last else [])
+        chain = head + _chunk_rung_filters(plan, first, end)
+        if len(taps) > 1:
+            chain += f",split={len(taps)}"
+        parts.append(chain + "".join(f"[{t}]" for t in taps))
+        head = f"[c{i}]"
+    return ";".join(parts)
+
+
+def chunk_command(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[RenditionPlan],
+                  seek: float, stop: float | None, frames: Sequence[tuple[int, int | None]],
+                  keyframes: Sequence[float]) -> list[str]:
+    """One chunk of the ladder: decode ``[seek, stop)`` of the source once and encode every
+    rung of ``plans`` into ``<rung>/`` (fMP4, video only), run in the chunk's work directory.
+
+    What makes the chunks of one rung join into one continuous stream (ffmpeg 5.1, see
+    shared/publish-latency-notes.md C2): ``-copyts -start_at_zero`` keeps absolute source
+    timestamps with an accurate input seek; ``frames`` puts every rung on its own absolute
+    frame grid; keyframes are an explicit list of absolute times (5.1 compares ``expr:`` to
+    the chunk's first frame); ``-avoid_negative_ts disabled`` + ``frag_discont`` write the
+    absolute decode time into every fragment (tfdt), so the init segment carries no per-chunk
+    edit list and is byte-identical between chunks (with ``bitexact`` and equal x264 params).
+    """
+    head = [cfg.ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+            "-nostats", "-progress", "pipe:1", "-stats_period", str(STATS_PERIOD_S),
+            "-copyts", "-start_at_zero", "-ss", f"{max(0.0, seek):.6f}"]
+    if stop is not None:
+        head += ["-to", f"{stop:.6f}"]
+    cmd = head + input_args(probe.path, probe.demuxer)
+    cmd += ["-filter_complex", _chunk_filter_graph(cfg, probe, plans, frames)]
+    for i in range(len(plans)):
+        cmd += ["-map", f"[v{i}]"]
+    forced = ",".join(f"{t:.6f}" for t in keyframes)
+    encode = _encode_args(cfg, plans, audio=False)
+    encode[encode.index("-force_key_frames:v") + 1] = forced
+    cmd += ["-an", *encode, *_color_args(probe), "-fflags", "+bitexact", "-flags:v",
+            "+bitexact", "-avoid_negative_ts", "disabled"]
+    cmd += _hls_output(cfg, plans, audio=False, grouped=False)
+    at = cmd.index("-hls_segment_filename")
+    return cmd[:at] + ["-hls_segment_options", "movflags=+frag_discont"] + cmd[at:]
+
+
+def audio_group_command(cfg: TranscodeConfig, probe: ProbeResult, kbps: int,
+                        audio_plan: AudioPlan | None) -> list[str]:
+    """The ladder's shared audio rendition for the whole file, alone (the chunked ladder
+    never cuts the audio: AAC priming and padding would click and drift at every join)."""
+    assert probe.audio is not None
+    chain = ["-af", audio_plan.filter(cfg)] if audio_plan is not None else []
+    return _common_head(cfg, probe) + [
+        "-map", f"0:{probe.audio.index}", "-vn", *chain,
+        "-c:a", "aac", "-profile:a", "aac_low", "-ar", "48000", "-ac", "2", "-b:a", f"{kbps}k",
+        "-map_metadata", "-1", "-map_chapters", "-1", *_hls_args(cfg),
+        "-hls_segment_filename", f"{AUDIO_GROUP}/{segment_pattern(cfg)}",
+        f"{AUDIO_GROUP}/{MEDIA_PLAYLIST}"]
+
+
+def extras_command(cfg: TranscodeConfig, probe: ProbeResult, poster: PosterPlan | None,
+                   storyboard: StoryboardPlan | None) -> list[str] | None:
+    """Poster and storyboard sprite of the chunked ladder from the keyframes only
+    (``-skip_frame nokey``): no chunk holds the whole video, and decoding only keyframes
+    costs a small fraction of a full decode. ``poster`` must pick every decoded frame."""
+    if probe.video is None or (poster is None and storyboard is None):
+        return None
+    side = (["ps"] if poster else []) + (["sb"] if storyboard else [])
+    head = f"[0:{probe.video.index}]"
+    if probe.video.hdr:
+        head += tonemap_filters(cfg, probe) + ","
+    parts = [head + (f"split={len(side)}" if len(side) > 1 else "null")
+             + "".join(f"[{t}]" for t in side)]
+    if poster is not None:
+        parts.append(f"[ps]{poster.filter()}[poster]")
+    if storyboard is not None:
+        parts.append(f"[sb]{storyboard.filter()}[storyboard]")
+    cmd = [cfg.ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
+           "-progress", "pipe:1", "-stats_period", str(STATS_PERIOD_S),
+           "-skip_frame:v", "nokey", *input_args(probe.path, probe.demuxer),
+           "-filter_complex", ";".join(parts)]
+    if poster is not None:
+        cmd += _image_output("poster", poster.filename, 3)
+    if storyboard is not None:
+        cmd += _image_output("storyboard", storyboard.filename, 5)
+    return cmd

@@ -30,13 +30,19 @@ from sqlalchemy.engine import Engine
 
 from models import lifecycle
 from models.config import Settings
-from models.lifecycle import JOB_PREFIX, default_job_id, job_belongs_to
+from models.layout import Layout
+from models.lifecycle import JOB_PREFIX, default_job_id, job_belongs_to, part_job_id
 from models.logs import event
 from models.redis_conn import connect
+from transcoder import chunks
 
 log = logging.getLogger("tusflow.queue")
 
 JOB_FUNC = "transcoder.jobs.transcode_media"
+# The chunked ladder's parts (transcoder/partjobs.py); arguments are ids and an index only.
+PART_FUNCS = {"chunk": "transcoder.partjobs.transcode_chunk",
+              "audio": "transcoder.partjobs.transcode_audio",
+              "join": "transcoder.partjobs.join_chunks"}
 # How long RQ keeps a finished job (``tusflow jobs status`` shows recent ones).
 RESULT_TTL = 24 * 3600
 # Outer bound only: the job tightens its own limit to the probed duration (see jobs.py), but
@@ -124,6 +130,32 @@ def enqueue_transcode(settings: Settings, engine: Engine, media_id: str, *,
     return created
 
 
+def part_timeout(settings: Settings, seconds: float) -> int:
+    """A part's outer time limit from the media seconds it covers (the job tightens it)."""
+    cfg = settings.transcode
+    return int(max(cfg.timeout_min, seconds * cfg.timeout_factor) + TIMEOUT_MARGIN)
+
+
+def enqueue_part(settings: Settings, conn: Redis, media_id: str, job_id: str, part: str,
+                 seconds: float) -> bool:
+    """Put one part of a chunked generation (``chunk-<i>``, ``audio``, ``join``) on the queue,
+    at the back, with its own retries; True when this call created it (ids are unique)."""
+    kind = part.split("-", 1)[0]
+    args: tuple[Any, ...] = (media_id, job_id)
+    if kind == "chunk":
+        args += (int(part.split("-", 1)[1]),)
+    try:
+        get_queue(settings, conn).enqueue(
+            PART_FUNCS[kind], *args, job_id=part_job_id(job_id, part), unique=True,
+            retry=retry_policy(settings), job_timeout=part_timeout(settings, seconds),
+            result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
+            description=f"transcode media={media_id} part={part}")
+    except DuplicateJobError:
+        return False
+    event(log, "part.enqueued", media_id, job=part_job_id(job_id, part))
+    return True
+
+
 def _candidate_job_ids(queue: Queue, media_id: str, known: Iterable[str | None]) -> set[str]:
     """Every job id of this media that Redis may still hold, current generation or not."""
     ids = {job_id for job_id in known if job_id}
@@ -134,6 +166,16 @@ def _candidate_job_ids(queue: Queue, media_id: str, known: Iterable[str | None])
     listed += queue.failed_job_registry.get_job_ids(cleanup=False)
     ids.update(job_id for job_id in listed if job_belongs_to(job_id, media_id))
     return ids
+
+
+def discard_jobs(conn: Redis, job_ids: Iterable[str]) -> int:
+    """``_discard_jobs`` for the part jobs (a chunk that fails for good stops its siblings)."""
+    return _discard_jobs(conn, job_ids)
+
+
+def media_job_ids(settings: Settings, conn: Redis, media_id: str) -> set[str]:
+    """Every job id Redis may still hold for this media: generations and their parts."""
+    return _candidate_job_ids(get_queue(settings, conn), media_id, [])
 
 
 def _discard_jobs(conn: Redis, job_ids: Iterable[str]) -> int:
@@ -170,6 +212,8 @@ def cancel_media(settings: Settings, engine: Engine, media_id: str, *,
     known = [media.job_id] if media is not None else []
     with _Conn(settings, connection) as conn:
         touched = _discard_jobs(conn, _candidate_job_ids(get_queue(settings, conn), media_id, known))
+    # A chunked run's finished parts wait in shared scratch for a join that will not come.
+    chunks.remove_staging(Layout(settings.data_dir), media_id)
     event(log, "job.cancelled", media_id, jobs=touched)
     return touched > 0
 
@@ -212,6 +256,7 @@ def queue_positions(settings: Settings, media_ids: Iterable[str], *,
         return wanted
     with _Conn(settings, connection) as conn:
         for index, job_id in enumerate(get_queue(settings, conn).get_job_ids()):
+            # a chunk's job (``transcode-<id>-chunk-3``) counts as its video's place in line
             rest = job_id[len(JOB_PREFIX):] if job_id.startswith(JOB_PREFIX) else ""
             media_id = rest.split("-", 1)[0]
             if media_id in wanted and wanted[media_id] is None and job_belongs_to(job_id, media_id):

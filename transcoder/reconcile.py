@@ -21,6 +21,7 @@ so a job that moves on in the meantime is never overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -40,12 +41,14 @@ from sqlmodel import Session, col, select
 
 from models import lifecycle
 from models.config import Settings
-from models.lifecycle import MediaState, default_job_id
+from models.layout import Layout
+from models.lifecycle import MediaState, default_job_id, part_job_id
 from models.logs import event, media_from_job_id
 from models.redis_conn import connect
 from models.tables import Media
 from transcoder import webhooks
-from transcoder.queue import enqueue_transcode
+from transcoder import chunks
+from transcoder.queue import enqueue_part, enqueue_transcode
 
 log = logging.getLogger("tusflow.reconcile")
 
@@ -262,6 +265,9 @@ def _sync_one(step: Pass, row: MediaRow) -> None:
     elif row.status == JobStatus.STARTED or (row.status in WAITING and
                                              row.state == MediaState.QUEUED):
         return  # the normal cases
+    elif row.status in (None, JobStatus.FINISHED) and \
+            (fanned := chunks.fan_out_info(step.conn, row.job_id)) is not None:
+        _sync_parts(step, row, fanned)  # the generation's job handed its ladder to parts
     elif row.status is None or row.status == JobStatus.FINISHED:
         _replace_lost_job(step, row)
     elif row.status in ENDED_BADLY:
@@ -288,9 +294,10 @@ def _replace_lost_job(step: Pass, row: MediaRow) -> None:
     step.report.reenqueued.append(row.media_id)
 
 
-def _fail_ended_job(step: Pass, row: MediaRow, status: JobStatus) -> None:
-    """RQ filed the job as failed (its worker was killed on the last try, or it was stopped)."""
-    reason = _failure_reason(step.conn, row.job_id, status)
+def _fail_ended_job(step: Pass, row: MediaRow, status: JobStatus, part_job: str = "") -> None:
+    """RQ filed the job as failed (its worker was killed on the last try, or it was stopped);
+    ``part_job``: the chunked generation's part that did."""
+    reason = _failure_reason(step.conn, part_job or row.job_id, status)
     done = lifecycle.fail(step.engine, step.settings, row.media_id, row.job_id, reason,
                           keep_earlier_reason=True)
     if not done:
@@ -310,3 +317,57 @@ def _requeue_abandoned(step: Pass, row: MediaRow, status: JobStatus) -> None:
         step.report.requeued.append(row.media_id)
         event(log, "media.requeued", row.media_id, job=row.job_id, job_status=status.value,
               why="its worker stopped; RQ retries the job")
+
+
+def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
+    """A chunked generation: its own job finished after handing the ladder to part jobs, so
+    the media is in hand as long as its parts are. Never a new generation while they run:
+    - a part filed as failed (its worker killed on the last try) fails the media;
+    - a released part Redis no longer holds, and not done, is enqueued again (same id);
+    - every chunk done or released but none in the queue (a release lost in a crash): the
+      next one is released; every part done and no join: the join is enqueued."""
+    parts: list[str] = fanned["parts"]
+    done: set[str] = fanned["done"]
+    released = {p for p in parts if not p.startswith("chunk-")} | \
+        {chunks.chunk_part(i) for i in range(fanned["released"])}
+    wanted = [p for p in parts if p in released and p not in done]
+    complete = all(p in done for p in parts)
+    if complete:
+        wanted.append(chunks.JOIN_PART)
+    ids = [part_job_id(row.job_id, p) for p in wanted]
+    jobs = Job.fetch_many(ids, connection=step.conn) if ids else []
+    in_flight = 0
+    for part, job_id, job in zip(wanted, ids, jobs):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in ENDED_BADLY:
+            _fail_ended_job(step, dataclasses.replace(row, job_id=row.job_id), status,
+                            part_job=job_id)
+            return
+        if status is None or status == JobStatus.FINISHED and part == chunks.JOIN_PART:
+            # lost by Redis, or a join that ended without making the media ready
+            plan = chunks.read_json(chunks.staging_dir(Layout(step.settings.data_dir),
+                                                       row.media_id, row.job_id)
+                                    / chunks.PLAN_FILE)
+            if plan is None:
+                _replace_lost_job(step, row)  # nothing to resume from: start over
+                return
+            if status == JobStatus.FINISHED:
+                Job.fetch(job_id, connection=step.conn).delete()
+            enqueue_part(step.settings, step.conn, row.media_id, row.job_id, part,
+                         plan["duration"])
+            step.report.reenqueued.append(row.media_id)
+            event(log, "part.lost", row.media_id, level=logging.WARNING, job=job_id)
+            in_flight += 1
+        elif status != JobStatus.FINISHED:
+            in_flight += 1
+    pending_chunks = fanned["released"] < sum(1 for p in parts if p.startswith("chunk-"))
+    if not in_flight and pending_chunks and not complete:
+        index = chunks.release_next(step.conn, row.job_id)
+        plan = chunks.read_json(chunks.staging_dir(Layout(step.settings.data_dir),
+                                                   row.media_id, row.job_id) / chunks.PLAN_FILE)
+        if plan is not None and index < len(plan["chunks"]):
+            start, end = plan["chunks"][index]
+            enqueue_part(step.settings, step.conn, row.media_id, row.job_id,
+                         chunks.chunk_part(index),
+                         (end if end is not None else plan["duration"]) - start)
+            step.report.reenqueued.append(row.media_id)

@@ -1,0 +1,302 @@
+"""The chunked ladder's plan and bookkeeping: where the chunks are cut, which frames and
+keyframes each one gets, where its files go, and what Redis knows about the parts in flight.
+
+One generation of a media (``transcode-<id>[-N]``) whose ladder is chunked runs as *parts*:
+``chunk-<i>`` (every remaining rung of one stretch of the video), ``audio`` (the shared audio
+group for the whole file, plus poster and storyboard) and, once every other part is done,
+``join``. Their files live in the generation's staging directory under ``scratch/`` (shared
+``data_dir``; the paths all come from ``models.layout`` so another storage can replace it):
+
+    scratch/<id>.parts[-N]/plan.json      what the generation's job planned (written once)
+    scratch/<id>.parts[-N]/c00003/        a finished chunk (renamed in from a work dir)
+    scratch/<id>.parts[-N]/audio/         the finished audio part
+    scratch/<id>.parts[-N]/.work-*        a part being written (never read by the join)
+
+Redis holds, per generation, the set of finished parts (the join is enqueued by the part whose
+``SADD`` completes the set, in the same transaction as the count), how many chunks have been
+handed to the queue (chunks are released a window at a time, see ``window``), and each part's
+progress. The database stays the source of truth for the media; losing these keys only costs
+the reconciler a new generation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+
+from models.layout import Layout
+from models.lifecycle import default_job_id
+from transcoder.ladder import RenditionPlan
+
+PLAN_FILE = "plan.json"
+DONE_FILE = "done.json"
+AUDIO_PART = "audio"
+JOIN_PART = "join"
+KEY_PREFIX = "tusflow:parts"
+KEY_TTL_S = 7 * 24 * 3600
+AUDIO_WEIGHT = 0.03      # share of the ladder's progress bar the audio part covers
+GRID_SEARCH = 60         # keyframe intervals tried when looking for a common multiple
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    start: float          # seconds, absolute, on the segment/keyframe grid
+    end: float | None     # None: to the end of the file (the last chunk)
+
+    def length(self, duration: float) -> float:
+        return (self.end if self.end is not None else duration) - self.start
+
+
+def chunk_part(index: int) -> str:
+    return f"chunk-{index}"
+
+
+# ---------------------------------------------------------------------------------- planning
+def grid_step(segment_duration: float, keyframe_interval: float) -> float:
+    """The shortest length that is a whole number of keyframe intervals *and* of segments,
+    so each chunk's hls muxer cuts where one pass over the whole file would have; when the
+    two never meet (a copied rung's 2.002 s GOP against 6 s segments), whole GOPs of at least
+    one segment."""
+    for n in range(1, GRID_SEARCH + 1):
+        length = n * keyframe_interval
+        ratio = length / segment_duration
+        if length >= segment_duration - EPS and abs(ratio - round(ratio)) < 1e-4:
+            return length
+    return keyframe_interval * math.ceil(segment_duration / keyframe_interval - EPS)
+
+
+def plan_chunks(duration: float, chunk_seconds: float, segment_duration: float,
+                keyframe_interval: float) -> list[Chunk]:
+    """Cut ``[0, duration)`` into chunks of about ``chunk_seconds`` on the grid; a last piece
+    shorter than one grid step joins the chunk before it."""
+    step = grid_step(segment_duration, keyframe_interval)
+    length = max(step, round(chunk_seconds / step) * step)
+    starts = []
+    t = 0.0
+    while t < duration - EPS:
+        starts.append(t)
+        t += length
+    if len(starts) > 1 and duration - starts[-1] < step - EPS:
+        starts.pop()
+    return [Chunk(i, s, starts[i + 1] if i + 1 < len(starts) else None)
+            for i, s in enumerate(starts)]
+
+
+def first_frame(t: float, fps: Fraction) -> int:
+    """The first frame of a CFR grid at ``fps`` whose time is at or after ``t``."""
+    return math.ceil(t * fps - EPS)
+
+
+def frame_ranges(chunk: Chunk, plans: Sequence[RenditionPlan]) -> list[tuple[int, int | None]]:
+    """Each rung's ``[first, end)`` output frames of the chunk, on that rung's own grid: the
+    chunks of a rung share every boundary frame exactly, so the join has no gap or overlap."""
+    out = []
+    for plan in plans:
+        assert plan.fps is not None
+        out.append((first_frame(chunk.start, plan.fps),
+                    first_frame(chunk.end, plan.fps) if chunk.end is not None else None))
+    return out
+
+
+def input_window(chunk: Chunk, plans: Sequence[RenditionPlan]) -> tuple[float, float | None]:
+    """Accurate input seek and stop around the chunk: half a frame before its first frame,
+    a frame and a half past its end (``fps`` emits a frame only once it sees the next)."""
+    fastest = max(float(p.fps) for p in plans if p.fps is not None)
+    seek = chunk.start - 0.5 / fastest
+    stop = chunk.end + 1.5 / fastest if chunk.end is not None else None
+    return seek, stop
+
+
+def keyframe_times(chunk: Chunk, duration: float, keyframe_interval: float) -> list[float]:
+    """Absolute IDR times inside the chunk: one grid for every rung and chunk."""
+    end = chunk.end if chunk.end is not None else duration
+    first = math.ceil(chunk.start / keyframe_interval - EPS)
+    times = []
+    n = first
+    while n * keyframe_interval < end - EPS:
+        times.append(round(n * keyframe_interval, 6))
+        n += 1
+    return times or [chunk.start]
+
+
+def plan_to_json(plan: RenditionPlan) -> dict[str, Any]:
+    return {"name": plan.name, "width": plan.width, "height": plan.height,
+            "fps": f"{plan.fps.numerator}/{plan.fps.denominator}" if plan.fps else None,
+            "video_kbps": plan.video_kbps, "audio_kbps": plan.audio_kbps,
+            "quality": plan.quality}
+
+
+def plan_from_json(data: dict[str, Any]) -> RenditionPlan:
+    return RenditionPlan(data["name"], data["width"], data["height"],
+                         Fraction(data["fps"]) if data["fps"] else None, data["video_kbps"],
+                         data["audio_kbps"], data["quality"])
+
+
+# ---------------------------------------------------------------------------------- files
+def staging_dir(layout: Layout, media_id: str, job_id: str) -> Path:
+    """The generation's staging directory: ``scratch/<id>.parts`` or ``...parts-<N>``."""
+    suffix = job_id[len(default_job_id(media_id)):]
+    return layout.scratch / f"{media_id}.parts{suffix}"
+
+
+def remove_staging(layout: Layout, media_id: str) -> None:
+    """Every generation's staging of a media (deleted, or failed for good)."""
+    for folder in layout.scratch.glob(f"{media_id}.parts*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Beside itself, fsynced, renamed over: readers get the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def part_dir(staging: Path, part: str) -> Path:
+    if part.startswith("chunk-"):
+        return staging / f"c{int(part.split('-')[1]):05d}"
+    return staging / part
+
+
+def work_dir(staging: Path, part: str) -> Path:
+    """A fresh work directory for one run of a part; earlier runs' leftovers are removed."""
+    for old in staging.glob(f".work-{part}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    folder = staging / f".work-{part}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def commit_part(work: Path, staging: Path, part: str, facts: dict[str, Any]) -> bool:
+    """Write the part's marker and rename its work directory into place: the join only ever
+    sees complete parts. False when another run of the part got there first."""
+    write_json(work / DONE_FILE, facts)
+    try:
+        os.rename(work, part_dir(staging, part))
+        return True
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        return (part_dir(staging, part) / DONE_FILE).is_file()
+
+
+def part_done(staging: Path, part: str) -> dict[str, Any] | None:
+    return read_json(part_dir(staging, part) / DONE_FILE)
+
+
+# ---------------------------------------------------------------------------------- Redis
+def _keys(job_id: str) -> tuple[str, str, str]:
+    base = f"{KEY_PREFIX}:{job_id}"
+    return base, f"{base}:done", f"{base}:progress"
+
+
+def record_fan_out(conn: Redis, job_id: str, parts: Sequence[str], released: int,
+                   started: float) -> None:
+    """The generation's parts (before any is enqueued): the reconciler reads it from now on."""
+    info, done, progress = _keys(job_id)
+    pipe = conn.pipeline(transaction=True)
+    pipe.hsetnx(info, "parts", json.dumps(list(parts)))
+    pipe.hsetnx(info, "released", released)
+    pipe.hsetnx(info, "started", started)
+    for key in (info, done, progress):
+        pipe.expire(key, KEY_TTL_S)
+    pipe.execute()
+
+
+def fan_out_info(conn: Redis, job_id: str) -> dict[str, Any] | None:
+    """``{"parts", "released", "started", "done"}`` of a chunked generation, or None."""
+    info, done, _ = _keys(job_id)
+    pipe = conn.pipeline(transaction=False)
+    pipe.hgetall(info)
+    pipe.smembers(done)
+    raw, members = pipe.execute()
+    if not raw or b"parts" not in raw:
+        return None
+    return {"parts": json.loads(raw[b"parts"]), "released": int(raw.get(b"released", 0)),
+            "started": float(raw.get(b"started", 0.0)),
+            "done": {m.decode() for m in members}}
+
+
+def mark_done(conn: Redis, job_id: str, part: str, total: int) -> tuple[bool, bool]:
+    """Count the part as finished: (newly counted, this call completed the set). The one call
+    whose part completes the set enqueues the join; the same part twice counts once."""
+    _, done, progress = _keys(job_id)
+    pipe = conn.pipeline(transaction=True)
+    pipe.sadd(done, part)
+    pipe.scard(done)
+    pipe.hset(progress, part, 1.0)
+    added, count, _ = pipe.execute()
+    return bool(added), bool(added) and count >= total
+
+
+def release_next(conn: Redis, job_id: str) -> int:
+    """Take the next chunk index to hand to the queue (it may be past the last one)."""
+    info, _, _ = _keys(job_id)
+    return int(conn.hincrby(info, "released", 1)) - 1
+
+
+def set_progress(conn: Redis, job_id: str, part: str, fraction: float) -> dict[str, float]:
+    """Store this part's progress; every part's, for the sum."""
+    _, _, progress = _keys(job_id)
+    pipe = conn.pipeline(transaction=False)
+    pipe.hset(progress, part, round(min(max(fraction, 0.0), 1.0), 4))
+    pipe.hgetall(progress)
+    _, raw = pipe.execute()
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def forget(conn: Redis, job_id: str) -> None:
+    conn.delete(*_keys(job_id))
+
+
+def ladder_fraction(progress: dict[str, float], weights: dict[str, float]) -> float:
+    """How much of the chunked ladder is done: each part's progress by its weight."""
+    total = sum(weights.values()) or 1.0
+    return min(1.0, sum(w * progress.get(p, 0.0) for p, w in weights.items()) / total)
+
+
+def weights(chunks: Sequence[Chunk], duration: float, audio: bool) -> dict[str, float]:
+    """Chunks weigh by their length; the audio part by a small fixed share."""
+    video = 1.0 - (AUDIO_WEIGHT if audio else 0.0)
+    out = {chunk_part(c.index): video * max(c.length(duration), 0.0) / max(duration, EPS)
+           for c in chunks}
+    if audio:
+        out[AUDIO_PART] = AUDIO_WEIGHT
+    return out
+
+
+def window(conn: Redis, queue_name: str, minimum: int = 2) -> int:
+    """How many chunks of one video wait in the queue at a time: one per live worker.
+
+    Fair interleaving: a video never has more chunks queued than there are workers, and each
+    finished chunk releases the next one *at the back of the queue*. A long lecture thus
+    keeps every worker busy while it is alone, but a video uploaded after it waits behind at
+    most one window of its chunks, then alternates with it (round robin), instead of behind
+    all of them."""
+    try:
+        live = Worker.count(queue=Queue(queue_name, connection=conn))
+    except RedisError:  # a registry we cannot read just means the minimum
+        live = 0
+    return max(minimum, live)
