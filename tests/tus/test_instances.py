@@ -4,7 +4,8 @@ Each instance has its own data_dir; a round-robin proxy (no stickiness: every co
 to the next instance) stands where a load balancer would. What one machine did with flock
 files and a shared disk must now work across machines: resuming an upload on the other
 instance, a HEAD on one instance releasing a stalled PATCH on the other, and the change feed
-of one instance carrying what the other did.
+of one instance carrying what the other did. A worker on a third data_dir turns an upload into
+a video that either instance plays back, from the bucket.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -22,9 +25,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.procs import RedisServer, TusflowServer, write_config
+from tests.support.media import make_clip
+from tests.support.procs import TUSFLOW, Proc, RedisServer, TusflowServer, write_config
 from tests.support.proxy import LoopbackProxy
 from tests.support.s3 import S3Server
+from tests.support.stack import TINY_LADDER
 
 PART = 5 * 1024**2
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -64,9 +69,12 @@ class RoundRobinProxy(LoopbackProxy):
 
 
 class Cluster:
-    def __init__(self, a: TusflowServer, b: TusflowServer, proxy: RoundRobinProxy):
+    def __init__(self, a: TusflowServer, b: TusflowServer, proxy: RoundRobinProxy,
+                 config: Callable[..., Path], s3: S3Server, prefix: str):
         self.a, self.b, self.proxy = a, b, proxy
         self.base = proxy.url_for(a.url)  # the endpoint as clients see it
+        self.config = config  # config(name, **sections): another machine's config
+        self.s3, self.prefix = s3, prefix
 
     def client(self) -> httpx.Client:
         """No keep-alive: every request is a new connection, so requests alternate instances."""
@@ -80,19 +88,21 @@ def cluster(tmp_path: Path, postgres_url: str, redis_server: RedisServer,
             start_server: Callable[..., TusflowServer]) -> Iterator[Cluster]:
     s3 = s3_servers("seaweedfs")
     prefix = s3.new_prefix("instances")
-    servers = []
-    for name in ("a", "b"):
-        config = write_config(tmp_path / f"{name}.toml", {
+
+    def config(name: str, **sections: dict[str, Any]) -> Path:
+        """A machine of its own: its data_dir, and PostgreSQL, Redis and S3 shared."""
+        return write_config(tmp_path / f"{name}.toml", {
             "storage": {"data_dir": str(tmp_path / f"data-{name}"), "fsync": False, "backend": "s3",
                         "s3": s3.storage_section(prefix, part_size=PART)},
             "database": {"url": postgres_url},
             "redis": {"url": redis_server.url},
             # [locks] backend stays "auto": with S3 storage that is Redis.
             "server": {"lock_timeout": 5.0, "body_idle_timeout": 60.0},
+            **sections,
         })
-        servers.append(start_server(config=config))
+    servers = [start_server(config=config(name)) for name in ("a", "b")]
     proxy = RoundRobinProxy([servers[0].origin, servers[1].origin])
-    yield Cluster(servers[0], servers[1], proxy)
+    yield Cluster(servers[0], servers[1], proxy, config, s3, prefix)
     proxy.close()
 
 
@@ -221,3 +231,91 @@ def test_jobs_carry_ids_only(cluster: Cluster, redis_server: RedisServer) -> Non
         assert len(jobs) == 1 and jobs[0].args == (media_id,) and not jobs[0].kwargs
     finally:
         conn.close()
+
+
+@pytest.fixture
+def remote_worker(cluster: Cluster, tmp_path: Path) -> Iterator[Proc]:
+    """``tusflow worker`` on a third machine: its own data_dir, nothing shared but PostgreSQL,
+    Redis and S3 (and its config is its own: the job names the media only)."""
+    config = cluster.config("c", transcode={"ladder": TINY_LADDER, "preset": "ultrafast", "timeout_min": 120,
+                                            "storyboard_interval": 1.0})
+    worker = Proc([TUSFLOW, "worker", "--config", str(config), "--name", f"c-{os.getpid()}"],
+                  cwd=tmp_path, name="worker-c")
+    worker.wait_for(r"event=worker\.start", timeout=30)
+    yield worker
+    worker.stop()
+
+
+def wait_ready(http: httpx.Client, origin: str, media_id: str, worker: Proc, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    item: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = http.get(f"{origin}/api/media/{media_id}")
+        if r.status_code == 200:
+            item = r.json()
+            if item["state"] in ("ready", "failed"):
+                break
+        time.sleep(0.3)
+    assert item.get("state") == "ready", (item, worker.output[-3000:])
+    return item
+
+
+def uris(playlist: str) -> list[str]:
+    """The URI lines and URI="..." attributes of a playlist, in order."""
+    found = []
+    for line in playlist.splitlines():
+        if line.startswith("#"):
+            found += re.findall(r'URI="([^"]*)"', line)
+        elif line.strip():
+            found.append(line.strip())
+    return found
+
+
+def test_a_worker_on_a_third_machine_makes_the_video_and_either_instance_plays_it(
+        cluster: Cluster, remote_worker: Proc, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "lecture.mp4", 320, 240, seconds=3)
+    data = clip.read_bytes()
+    origin = cluster.proxy.origin
+    with cluster.client() as http:
+        path = create(http, cluster.base, len(data), filename="lecture.mp4", filetype="video/mp4")
+        assert patch(http, origin, path, 0, data).status_code == 204
+        media_id = path.rstrip("/").rsplit("/", 1)[-1]
+        item = wait_ready(http, origin, media_id, remote_worker)
+    assert item["playlist"] == f"/media/{media_id}/master.m3u8" and item["poster"]
+    media_prefix = f"{cluster.prefix}media/{media_id}/"
+    stored = cluster.s3.keys(media_prefix)
+    assert f"{media_prefix}master.m3u8" in stored and f"{media_prefix}poster.jpg" in stored
+    for machine in ("a", "b", "c"):  # nothing was written to any machine's own media folder
+        assert not (tmp_path / f"data-{machine}" / "media" / media_id).exists()
+    scratch = tmp_path / "data-c" / "scratch"
+    assert not scratch.exists() or not any(p.name.startswith(media_id) for p in scratch.iterdir())
+
+    for server in (cluster.a, cluster.b):  # playback through either instance, from the bucket
+        with httpx.Client(base_url=server.origin, timeout=30) as player:
+            master = player.get(item["playlist"])
+            assert master.status_code == 200, master.text
+            assert master.headers["content-type"] == "application/vnd.apple.mpegurl"
+            variant = next(u for u in uris(master.text) if u.endswith("index.m3u8"))
+            media_playlist = player.get(f"/media/{media_id}/{variant}")
+            assert media_playlist.status_code == 200
+            folder = variant.rsplit("/", 1)[0]
+            segment = [u for u in uris(media_playlist.text) if u.endswith(".m4s")][0]
+            body = cluster.s3.read(f"{media_prefix}{folder}/{segment}")
+            assert body is not None and len(body) > 200
+            got = player.get(f"/media/{media_id}/{folder}/{segment}")
+            assert got.status_code == 200 and got.headers["content-type"] == "video/iso.segment"
+            assert hashlib.sha256(got.content).hexdigest() == hashlib.sha256(body).hexdigest()
+            assert got.headers["etag"] and got.headers["last-modified"]
+            ranged = player.get(f"/media/{media_id}/{folder}/{segment}", headers={"Range": "bytes=100-199"})
+            assert ranged.status_code == 206 and ranged.content == body[100:200]
+            assert ranged.headers["content-range"] == f"bytes 100-199/{len(body)}"
+            again = player.get(f"/media/{media_id}/{folder}/{segment}",
+                               headers={"If-None-Match": got.headers["etag"]})
+            assert again.status_code == 304
+            poster = player.get(item["poster"])
+            assert poster.status_code == 200 and poster.content == cluster.s3.read(f"{media_prefix}poster.jpg")
+
+    with cluster.client() as http:  # delete on either instance takes the objects down
+        assert http.delete(f"{origin}/api/media/{media_id}").status_code == 204
+    assert cluster.s3.keys(media_prefix) == {}
+    assert cluster.s3.read(f"{cluster.prefix}originals/{media_id}") is None
