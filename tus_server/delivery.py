@@ -300,8 +300,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
             raise ValueError("empty suffix range")
         return max(0, size - int(last)), size
     start, end = int(first), int(last) + 1 if last else size
-    if end <= start:
-        return None
+    if end <= start and last:
+        return None  # last before first: not a valid range, ignored
     if start >= size:
         raise ValueError("range starts past the end")
     return start, min(end, size)
