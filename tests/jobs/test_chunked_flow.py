@@ -16,7 +16,6 @@ from typing import Callable
 
 import pytest
 from rq import Queue
-from rq.job import Job
 
 from models.layout import Layout
 from models.lifecycle import MediaState
@@ -147,3 +146,121 @@ def test_chunked_ladder_is_one_continuous_stream_per_rendition(
     assert [r["state"] for r in item["renditions"]] == ["ready"] * len(item["renditions"])
     # the whole-video job handed its ladder over and did not encode it itself
     assert _part_lines(workers, media_id, "event=transcode.fanned_out")
+
+
+def _wrapper(tmp: Path, body: str) -> Path:
+    """An ``ffmpeg`` that misbehaves for chunk 1 only (its input seek is 4 - 0.5/25 s)."""
+    path = tmp / "ffmpeg-wrapper"
+    path.write_text("#!/bin/sh\n"
+                    f'STATE="{tmp}"\n'
+                    'case " $* " in *" -ss 3.980000 "*)\n'
+                    f"{body}\n"
+                    "  ;;\nesac\nexec ffmpeg \"$@\"\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def _chunk_starts(workers, media_id: str, part: str) -> int:
+    return len([line for line in _part_lines(workers, media_id, "event=part.start")
+                if f"part={part} " in line + " "])
+
+
+def test_a_chunk_failing_once_is_retried_alone_and_the_media_becomes_ready(
+        stack: Callable, start_server: Callable, ten_s: Path, tmp_path: Path) -> None:
+    wrapper = _wrapper(tmp_path, '  if [ ! -e "$STATE/failed-once" ]; then\n'
+                                 '    touch "$STATE/failed-once"; echo "injected" >&2; exit 1\n'
+                                 '  fi')
+    s = stack(transcode={**CHUNKED, "ffmpeg": str(wrapper)})
+    server = start_server(config=s.config)
+    workers = [s.start_worker("a"), s.start_worker("b")]
+    media_id = upload(server.url, ten_s)
+    done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=180)
+    assert done.state == MediaState.READY, done.error
+    assert (tmp_path / "failed-once").exists()
+    assert _chunk_starts(workers, media_id, "chunk-1") == 2   # the failed try and its retry
+    assert _chunk_starts(workers, media_id, "chunk-0") == 1   # nobody else ran again
+    assert _part_lines(workers, media_id, "event=part.retrying")
+    check_joined_ladder(Layout(s.settings.data_dir).media_dir(media_id), ten_s, tmp_path)
+
+
+def test_a_chunk_failing_every_try_fails_the_media_with_a_reason(
+        stack: Callable, start_server: Callable, ten_s: Path, tmp_path: Path) -> None:
+    wrapper = _wrapper(tmp_path, '  echo "injected" >&2; exit 1')
+    s = stack(transcode={**CHUNKED, "ffmpeg": str(wrapper)})
+    server = start_server(config=s.config)
+    workers = [s.start_worker("a"), s.start_worker("b")]
+    media_id = upload(server.url, ten_s)
+    done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=180)
+    assert done.state == MediaState.FAILED
+    assert "part 2 of 3 of the video" in (done.error or ""), done.error
+    assert "exit code 1" in done.error
+    assert _chunk_starts(workers, media_id, "chunk-1") == 3  # [worker] tries = 3
+    status, body = _get(f"{server.origin}/api/media/{media_id}")
+    assert status == 200 and json.loads(body)["state"] == "failed"
+    wait_until(lambda: not list(Layout(s.settings.data_dir).scratch.glob(f"{media_id}.parts*")),
+               20, what="staging removed")
+
+
+def test_worker_killed_mid_chunk_the_chunk_runs_again_and_the_media_is_ready(
+        stack: Callable, start_server: Callable, ten_s: Path, tmp_path: Path) -> None:
+    s = stack(transcode={**CHUNKED, "preset": "medium"})
+    server = start_server(config=s.config)
+    victim = s.start_worker("victim")
+    media_id = upload(server.url, ten_s)
+    match = victim.wait_for(rf"event=part\.start .*media={media_id}.*part=(chunk-\d+)", 90)
+    part = match.group(1)
+    time.sleep(0.5)  # inside ffmpeg
+    victim.kill(signal.SIGKILL)
+    victim.popen.wait(10)
+    layout = Layout(s.settings.data_dir)
+    staging = next(layout.scratch.glob(f"{media_id}.parts*"))
+    index = int(part.split("-")[1])
+    assert not (staging / f"c{index:05d}").exists()  # only a work dir, never read by the join
+    rescuer = s.start_worker("rescuer")
+    done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=240)
+    assert done.state == MediaState.READY, done.error
+    assert _chunk_starts([rescuer], media_id, part) == 1, rescuer.output[-3000:]
+    assert not _part_lines([rescuer], media_id, "event=transcode.start")  # no new generation
+    assert done.job_id.endswith(media_id)  # still the first generation
+    check_joined_ladder(layout.media_dir(media_id), ten_s, tmp_path)
+
+
+def test_delete_during_chunks_stops_every_chunk_job(
+        stack: Callable, start_server: Callable, ten_s: Path) -> None:
+    s = stack(transcode={**CHUNKED, "preset": "medium"})
+    server = start_server(config=s.config)
+    workers = [s.start_worker("a"), s.start_worker("b")]
+    media_id = upload(server.url, ten_s)
+    wait_until(lambda: [line for line in _part_lines(workers, media_id, "event=part.start")
+                        if "part=chunk-" in line], 90, what="a chunk started")
+    layout = Layout(s.settings.data_dir)
+    staging = next(layout.scratch.glob(f"{media_id}.parts*"))
+    request = urllib.request.Request(f"{server.origin}/api/media/{media_id}", method="DELETE")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status in (200, 204)
+    wait_until(lambda: no_ffmpeg_in(staging), 30, what="chunk ffmpeg gone")
+    assert s.media(media_id) is None
+    conn = connect(s.settings)
+    try:
+        queue = Queue(s.settings.redis.queue, connection=conn)
+        wait_until(lambda: not [j for j in queue.get_job_ids() if media_id in j] and
+                   not [j for j in queue.started_job_registry.get_job_ids(cleanup=False)
+                        if media_id in j], 30, what="no job of the media queued or running")
+    finally:
+        conn.close()
+    wait_until(lambda: not staging.exists(), 20, what="staging removed")
+    assert all(w.alive() for w in workers)
+    time.sleep(2)  # a released chunk would start now: none may
+    assert not layout.media_dir(media_id).exists()
+
+
+def no_ffmpeg_in(folder: Path) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd").startswith(str(folder)):
+                return False
+        except OSError:
+            continue
+    return True
