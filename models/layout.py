@@ -1,6 +1,9 @@
 """Where files live under data_dir. Shared by the tus server and the worker so both agree.
 
-Everything is on one filesystem, so finalizing an upload is a rename, whatever its size.
+With the file stores (``tus_server.tus.store``, ``models.mediastore.FileMediaStore``) everything
+is on one filesystem, so finalizing an upload is a rename, whatever its size. With S3 only
+``scratch`` (a worker's own working space) and ``locks`` are used; the stores own the rest, and
+nothing outside them should build these paths.
 """
 
 from __future__ import annotations
