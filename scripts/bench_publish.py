@@ -153,7 +153,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--no-hevc", action="store_true")
+    parser.add_argument("--chunk-seconds", type=float, nargs="*", default=[],
+                        help="also run the new defaults with these chunk_seconds")
+    parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
+    modes: list[tuple[str, dict[str, str]]] = [("new", NEW)]
+    modes += [(f"chunk{c:g}", {"chunk_seconds": str(float(c))}) for c in args.chunk_seconds]
+    if not args.no_baseline:
+        modes.append(("baseline", BASELINE))
     root = Path(tempfile.mkdtemp(prefix="bench-publish-"))
     try:
         print(f"load before generating: {loadavg()}", flush=True)
@@ -168,20 +175,26 @@ def main() -> int:
         for name, duration, clip in clips:
             for workers in args.workers:
                 figures = {}
-                for mode, settings in (("new", NEW), ("baseline", BASELINE)):  # interleaved
+                for mode, settings in modes:  # interleaved
                     p, r = run_one(root, clip, workers, settings)
                     figures[mode] = (p, r)
                     print(f"{name:>12} {workers:>7} {mode:>8} {p:7.1f} {r:7.1f} "
                           f"{p / duration:6.3f} {r / duration:6.3f} {loadavg():>22}", flush=True)
-                (pn, rn), (pb, rb) = figures["new"], figures["baseline"]
-                print(f"{name:>12} {workers:>7} {'new/base':>8} {pn / pb:7.3f} {rn / rb:7.3f}",
-                      flush=True)
+                if "baseline" in figures:
+                    pb, rb = figures["baseline"]
+                    for mode, (pn, rn) in figures.items():
+                        if mode != "baseline":
+                            print(f"{name:>12} {workers:>7} {mode + '/b':>8} {pn / pb:7.3f} "
+                                  f"{rn / rb:7.3f}", flush=True)
         if not args.no_scaling:
             name, duration, clip = clips[0]
-            _, r1 = run_one(root, clip, 1, NEW, cpus="0")
-            _, r2 = run_one(root, clip, 2, NEW, cpus="0,1")
-            print(f"scaling {name}: R 1 worker/1 core {r1:.1f} s, 2 workers/2 cores {r2:.1f} s, "
-                  f"speed-up {r1 / r2:.2f}x  load {loadavg()}", flush=True)
+            chunked = next((c for c in args.chunk_seconds if c > 0), None)
+            settings = NEW if chunked is None else {"chunk_seconds": str(float(chunked))}
+            label = "new defaults" if chunked is None else f"chunk_seconds={chunked:g}"
+            _, r1 = run_one(root, clip, 1, settings, cpus="0")
+            _, r2 = run_one(root, clip, 2, settings, cpus="0,1")
+            print(f"scaling {name} ({label}): R 1 worker/1 core {r1:.1f} s, 2 workers/2 cores "
+                  f"{r2:.1f} s, speed-up {r1 / r2:.2f}x  load {loadavg()}", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +22,7 @@ from models.layout import Layout
 from models.lifecycle import MediaState
 from models.redis_conn import connect
 from tests.support.media import make_clip
+from tests.support.procs import TUSFLOW
 from tests.support.stack import SLOW_LADDER, upload
 from tests.support.waiting import wait_until
 from tests.transcoder.kit import ffprobe, parse_attributes
@@ -235,6 +237,13 @@ def test_delete_during_chunks_stops_every_chunk_job(
                         if "part=chunk-" in line], 90, what="a chunk started")
     layout = Layout(s.settings.data_dir)
     staging = next(layout.scratch.glob(f"{media_id}.parts*"))
+    status = subprocess.run([TUSFLOW, "jobs", "status", "--config", str(s.config)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "Chunked ladders" in status.stdout, status.stdout
+    grouped = [line for line in status.stdout.splitlines()
+               if media_id in line and (" parts (" in line or " part (" in line)]
+    assert grouped, status.stdout  # the media's chunk jobs on one row, not one row each
     request = urllib.request.Request(f"{server.origin}/api/media/{media_id}", method="DELETE")
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status in (200, 204)

@@ -29,9 +29,10 @@ from sqlmodel import Session, col, select
 
 from models.config import Settings, load_settings
 from models.db import init_db, make_engine
-from models.lifecycle import MediaState, job_belongs_to
+from models.lifecycle import MediaState, generation_of, job_belongs_to
 from models.tables import Media
 from models.logs import media_from_job_id
+from transcoder.chunks import fan_out_info
 from transcoder.queue import MediaNotFound, get_queue, retry_media
 from transcoder.worker import extra_queues
 from models.redis_conn import connect, redis_url
@@ -174,6 +175,41 @@ def _print_workers(conn: Any) -> None:
     print(table(["NAME", "HOST", "PID", "STATE", "MEDIA", "HEARTBEAT", "OK", "FAILED"], rows))
 
 
+def _group(job_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Job ids in order, a chunked generation's part jobs collapsed into one entry per media
+    (at the place of its first part): [(label, ids)]."""
+    out: list[tuple[str, list[str]]] = []
+    where: dict[str, int] = {}
+    for job_id in job_ids:
+        media_id = media_from_job_id(job_id) or ""
+        part = _part_name(job_id, media_id)
+        if part is None:
+            out.append((job_id, [job_id]))
+            continue
+        key = f"{media_id}:{generation_of(job_id, media_id)}"
+        if key not in where:
+            where[key] = len(out)
+            out.append(("", []))
+        out[where[key]][1].append(job_id)
+    labelled = []
+    for label, ids in out:
+        if not label:
+            media_id = media_from_job_id(ids[0]) or ""
+            parts = [_part_name(j, media_id) or j for j in ids]
+            label = (f"{generation_of(ids[0], media_id)}: {len(ids)} part"
+                     f"{'s' if len(ids) != 1 else ''} ({', '.join(parts)})")
+        labelled.append((label, ids))
+    return labelled
+
+
+def _part_name(job_id: str, media_id: str) -> str | None:
+    """``chunk-3`` / ``audio`` / ``join`` for a part job of a chunked ladder, else None."""
+    generation = generation_of(job_id, media_id)
+    if not media_id or job_id == generation or not job_belongs_to(job_id, media_id):
+        return None
+    return job_id[len(generation) + 1:]
+
+
 def _print_running_and_waiting(settings: Settings, engine: Any, conn: Any, limit: int) -> None:
     queue = get_queue(settings, conn)
     running = queue.started_job_registry.get_job_ids(cleanup=False)
@@ -185,26 +221,57 @@ def _print_running_and_waiting(settings: Settings, engine: Any, conn: Any, limit
         return media.get(media_from_job_id(job_id) or "")
 
     rows = []
-    for job_id in running:
-        m = info(job_id)
-        rows.append((media_from_job_id(job_id), job_id, f"{m.progress:.0f}%" if m else "-",
+    for label, ids in _group(running):
+        m = info(ids[0])
+        rows.append((media_from_job_id(ids[0]), label, f"{m.progress:.0f}%" if m else "-",
                      f"{m.eta_seconds:.0f}s" if m and m.eta_seconds is not None else "-",
                      m.attempts if m else "-", ago(m.started_at) if m else "-", m.title if m else "-"))
     print("\nRunning")
-    print(table(["MEDIA", "JOB", "PROGRESS", "ETA", "TRY", "STARTED", "TITLE"], rows))
+    print(table(["MEDIA", "JOB", "PROGRESS", "ETA", "TRY", "STARTED", "TITLE"], rows, max_width=70))
     rows = []
-    for position, job_id in enumerate(waiting, start=1):
-        m = info(job_id)
-        rows.append((position, media_from_job_id(job_id), job_id, ago(m.enqueued_at) if m else "-",
-                     m.title if m else "-"))
-    for job_id in scheduled:
-        m = info(job_id)
-        when = queue.scheduled_job_registry.get_scheduled_time(job_id)
-        rows.append((f"retry {ago(when)}", media_from_job_id(job_id), job_id,
+    position = 0
+    for label, ids in _group(waiting):
+        m = info(ids[0])
+        position += 1
+        rows.append((position, media_from_job_id(ids[0]), label,
+                     ago(m.enqueued_at) if m else "-", m.title if m else "-"))
+    for label, ids in _group(scheduled):
+        m = info(ids[0])
+        when = queue.scheduled_job_registry.get_scheduled_time(ids[0])
+        rows.append((f"retry {ago(when)}", media_from_job_id(ids[0]), label,
                      ago(m.enqueued_at) if m else "-", m.title if m else "-"))
     total = queue.count
     print(f"\nWaiting ({total} in queue{', first ' + str(limit) + ' shown' if total > limit else ''})")
-    print(table(["POS", "MEDIA", "JOB", "ENQUEUED", "TITLE"], rows))
+    print(table(["POS", "MEDIA", "JOB", "ENQUEUED", "TITLE"], rows, max_width=70))
+    _print_chunked(engine, conn, running + waiting + scheduled)
+
+
+def _print_chunked(engine: Any, conn: Any, job_ids: Sequence[str]) -> None:
+    """Media whose ladder runs as chunk jobs: parts done of all, per state."""
+    generations: dict[str, str] = {}
+    for job_id in job_ids:
+        media_id = media_from_job_id(job_id) or ""
+        if _part_name(job_id, media_id) is not None:
+            generations.setdefault(generation_of(job_id, media_id), media_id)
+    if not generations:
+        return
+    media = _media_rows(engine, generations.values())
+    rows = []
+    for generation, media_id in generations.items():
+        fanned = fan_out_info(conn, generation)
+        parts = fanned["parts"] if fanned else []
+        done = fanned["done"] if fanned else set()
+        state = {}
+        for job in Job.fetch_many([f"{generation}-{p}" for p in parts], connection=conn):
+            if job is not None:
+                state[job.id[len(generation) + 1:]] = job.get_status(refresh=False)
+        running = [p for p, st in state.items() if st == "started" and p not in done]
+        queued = [p for p, st in state.items() if st == "queued" and p not in done]
+        m = media.get(media_id)
+        rows.append((media_id, generation, f"{len(done)}/{len(parts)}", ", ".join(running),
+                     ", ".join(queued), f"{m.progress:.0f}%" if m else "-"))
+    print("\nChunked ladders")
+    print(table(["MEDIA", "GENERATION", "DONE", "RUNNING", "WAITING", "PROGRESS"], rows))
 
 
 # ---------------------------------------------------------------------------------- failed
