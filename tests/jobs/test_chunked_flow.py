@@ -273,3 +273,30 @@ def no_ffmpeg_in(folder: Path) -> bool:
         except OSError:
             continue
     return True
+
+
+def test_a_short_video_queued_after_a_long_one_does_not_wait_for_all_its_chunks(
+        stack: Callable, start_server: Callable, tmp_path: Path) -> None:
+    """One worker, a 24 s video (six chunks) then a 3 s one: the long video never has more
+    than a window of chunks in the queue, so the short one runs after at most that window,
+    before the long video's later chunks."""
+    long_clip = make_clip(tmp_path / "long.mp4", 640, 360, seconds=24)
+    short_clip = make_clip(tmp_path / "short.mp4", 320, 240, seconds=3)
+    s = stack(transcode=CHUNKED)
+    server = start_server(config=s.config)
+    worker = s.start_worker("only")
+    long_id = upload(server.url, long_clip)
+    worker.wait_for(rf"event=part\.start .*media={long_id}.*part=chunk-0", 90)
+    short_id = upload(server.url, short_clip)
+    for media_id in (long_id, short_id):
+        done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=240)
+        assert done.state == MediaState.READY, done.error
+    lines = worker.output.splitlines()
+
+    def first(*parts: str) -> int:
+        return next(i for i, line in enumerate(lines) if all(p in line for p in parts))
+
+    short_start = first("event=transcode.start", short_id)
+    later_chunk = first("event=part.start", long_id, "part=chunk-3")
+    assert short_start < later_chunk, "the short video waited behind the long one's chunks"
+    assert s.media(short_id).finished_at < s.media(long_id).finished_at
