@@ -13,7 +13,11 @@ several processes at once. One pass:
    no ``enqueued_at`` → enqueue (the upload completed while Redis was down); job missing from
    Redis (Redis lost its data) → enqueue again as the next generation; job failed in RQ
    (worker killed on the last try) → media ``failed``; job waiting for a retry while the media
-   still says ``processing`` (its worker died) → media back to ``queued``.
+   still says ``processing`` (its worker died) → media back to ``queued``. A chunked
+   generation (its job finished after handing the ladder to part jobs, see
+   ``transcoder.fanout``) is never started over while its parts are in flight: lost parts are
+   enqueued again under their own ids, a part RQ filed as failed fails the media
+   (``_sync_parts``).
 
 Every database write is a move of ``models.lifecycle``, conditional on the values just read,
 so a job that moves on in the meantime is never overwritten.
@@ -21,7 +25,6 @@ so a job that moves on in the meantime is never overwritten.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -340,10 +343,9 @@ def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
     for part, job_id, job in zip(wanted, ids, jobs):
         status = job.get_status(refresh=False) if job is not None else None
         if status in ENDED_BADLY:
-            _fail_ended_job(step, dataclasses.replace(row, job_id=row.job_id), status,
-                            part_job=job_id)
+            _fail_ended_job(step, row, status, part_job=job_id)
             return
-        if status is None or status == JobStatus.FINISHED and part == chunks.JOIN_PART:
+        if status is None or (status == JobStatus.FINISHED and part == chunks.JOIN_PART):
             # lost by Redis, or a join that ended without making the media ready
             plan = chunks.read_json(chunks.staging_dir(Layout(step.settings.data_dir),
                                                        row.media_id, row.job_id)
