@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -30,6 +30,7 @@ class UploadRepo:
     def __init__(self, engine: Engine, expiration: int):
         self.engine = engine
         self.expiration = expiration
+        self._updates: dict[tuple[tuple[str, ...], bool], Update] = {}
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         def _call() -> T:
@@ -73,15 +74,27 @@ class UploadRepo:
         row is left alone and 423 raised when a newer holder has claimed it since, or the
         upload is gone (see ``redislocks.py``). With file locks the token never moves."""
         values.setdefault("updated_at", utcnow())
-        query = update(_TABLE).where(_TABLE.c.id == upload_id)
-        if fence is not None:
-            query = query.where(_TABLE.c.lock_token <= fence)
+        query = self._update_statement(tuple(sorted(values)), fence is not None)
+        params = {f"v_{name}": value for name, value in values.items()}
+        params["b_id"], params["b_fence"] = upload_id, fence
 
         def _update() -> int:
             with self.engine.begin() as conn:
-                return conn.execute(query.values(**values)).rowcount
+                return conn.execute(query, params).rowcount
         if not await anyio.to_thread.run_sync(_update) and fence is not None:
             raise E.ERR_LOCKED("a newer request took over this upload; resume from its offset")
+
+    def _update_statement(self, names: tuple[str, ...], fenced: bool) -> Update:
+        """One statement per set of columns, built once: building and cache-keying a fresh
+        ``update()`` cost about as much as running it (every PATCH updates its offset)."""
+        query = self._updates.get((names, fenced))
+        if query is None:
+            query = update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+            if fenced:
+                query = query.where(_TABLE.c.lock_token <= bindparam("b_fence"))
+            query = query.values({name: bindparam(f"v_{name}", type_=_TABLE.c[name].type) for name in names})
+            self._updates[(names, fenced)] = query
+        return query
 
     async def claim(self, upload_id: str, token: int) -> int | None:
         """Record a Redis lock's fencing token unless the row has a newer one: the row's token
@@ -92,7 +105,6 @@ class UploadRepo:
                              .values(lock_token=token))
                 return conn.execute(select(_TABLE.c.lock_token).where(_TABLE.c.id == upload_id)).scalar()
         return await anyio.to_thread.run_sync(_claim)
-
 
     async def complete(self, upload_id: str, offset: int, expires_at: datetime | None,
                        hook: Callable[[Session], None] | None) -> bool:
