@@ -156,6 +156,12 @@ def enqueue_part(settings: Settings, conn: Redis, media_id: str, job_id: str, pa
     return True
 
 
+def chunked_parts(conn: Redis, job_id: str) -> dict[str, Any] | None:
+    """A chunked generation's parts and which are done (``chunks.fan_out_info``), for the
+    ``tusflow jobs status`` view; None for a whole-video generation."""
+    return chunks.fan_out_info(conn, job_id)
+
+
 def _candidate_job_ids(queue: Queue, media_id: str, known: Iterable[str | None]) -> set[str]:
     """Every job id of this media that Redis may still hold, current generation or not."""
     ids = {job_id for job_id in known if job_id}

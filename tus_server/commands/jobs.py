@@ -32,8 +32,7 @@ from models.db import init_db, make_engine
 from models.lifecycle import MediaState, generation_of, job_belongs_to
 from models.tables import Media
 from models.logs import media_from_job_id
-from transcoder.chunks import fan_out_info
-from transcoder.queue import MediaNotFound, get_queue, retry_media
+from transcoder.queue import MediaNotFound, chunked_parts, get_queue, retry_media
 from transcoder.worker import extra_queues
 from models.redis_conn import connect, redis_url
 
@@ -258,7 +257,7 @@ def _print_chunked(engine: Any, conn: Any, job_ids: Sequence[str]) -> None:
     media = _media_rows(engine, generations.values())
     rows = []
     for generation, media_id in generations.items():
-        fanned = fan_out_info(conn, generation)
+        fanned = chunked_parts(conn, generation)
         parts = fanned["parts"] if fanned else []
         done = fanned["done"] if fanned else set()
         state = {}
