@@ -189,6 +189,8 @@ def make_config(tmp_path: Path, data_dir: Path, database_url: str,
         }
         if database_url:
             merged["database"] = {"url": database_url}
+        if storage_settings:  # one instance per test: its locks stay files ("auto" means Redis on S3)
+            merged["locks"] = {"backend": "file"}
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)
         return write_config(tmp_path / "config.toml", merged)

@@ -180,9 +180,10 @@ def client_for(cfg: Any) -> Any:
 
 
 def stored_upload(settings: Any, upload_id: str) -> bytes | None:
-    """The bytes stored for an upload wherever its store keeps them: on the file store the
-    upload's file (finished or not) or its original; on S3 the finished object (originals/ or,
-    for a partial, uploads/): S3 cannot read back the parts of an unfinished upload."""
+    """The bytes stored for an upload wherever its store keeps them, None when nothing is: on
+    the file store its file in uploads/ or originals/; on S3 the finished object (originals/ or,
+    for a partial, uploads/), or for an unfinished upload still below one part its tail object
+    (b"" before any byte). S3 cannot read back parts of an unfinished upload: that raises."""
     if settings.storage.backend != "s3":
         for folder in ("uploads", "originals"):
             path = Path(settings.data_dir) / folder / upload_id
@@ -196,18 +197,28 @@ def stored_upload(settings: Any, upload_id: str) -> bytes | None:
             return client.get_object(Bucket=cfg.bucket, Key=f"{cfg.prefix}{folder}/{upload_id}")["Body"].read()
         except client.exceptions.NoSuchKey:
             continue
-    return None
+    in_parts = parts_stored(settings, upload_id)
+    if in_parts is None:
+        return None
+    if in_parts:
+        raise AssertionError(f"upload {upload_id} has {in_parts} bytes in S3 parts, which cannot be read back")
+    tail = f"{cfg.prefix}uploads/{upload_id}.tail-{0:015d}"
+    try:
+        return client.get_object(Bucket=cfg.bucket, Key=tail)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return b""
 
 
-def parts_stored(settings: Any, upload_id: str) -> int:
-    """Bytes in the multipart parts of an unfinished S3 upload (what a SIGKILL cannot lose)."""
+def parts_stored(settings: Any, upload_id: str) -> int | None:
+    """Bytes in the multipart parts of an unfinished S3 upload (what a SIGKILL cannot lose);
+    None when it has no multipart upload."""
     cfg = settings.storage.s3
     client = client_for(cfg)
-    total = 0
+    total = None
     for folder in ("originals", "uploads"):
         key = f"{cfg.prefix}{folder}/{upload_id}"
         for item in client.list_multipart_uploads(Bucket=cfg.bucket, Prefix=key).get("Uploads", []):
             if item["Key"] == key:
                 parts = client.list_parts(Bucket=cfg.bucket, Key=key, UploadId=item["UploadId"])
-                total += sum(p["Size"] for p in parts.get("Parts", []))
+                total = (total or 0) + sum(p["Size"] for p in parts.get("Parts", []))
     return total

@@ -14,6 +14,7 @@ import pytest
 from models.layout import Layout
 from tests.tus.tushelp import data_dir_of, head, new_upload, row, upload_bytes, upload_id
 from tus_server.tus.body import BodyEnd, BodyReader
+from tus_server.tus.datastore import open_store
 from tus_server.tus.store import FileStore
 
 
@@ -199,7 +200,7 @@ async def test_request_bound_to_fail_never_interrupts_a_running_upload(client) -
 
     ctx, settings = client.app.state.ctx, client.settings
     handler = TusHandler(TusContext(settings=settings, repo=UploadRepo(ctx.engine, settings.uploads.expiration),
-                                    store=FileStore(ctx.layout, False, ctx.executor),
+                                    store=open_store(settings, ctx.layout, ctx.executor),
                                     locks=UploadLocks(ctx.layout.locks, 2.0), events=NoEvents(),
                                     guard=Guard()))  # type: ignore[arg-type]
     url = await new_upload(client, 100)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlmodel import Session
 
 from models.tables import Upload
@@ -39,6 +40,7 @@ def _cleanup_cli(client, *args: str) -> str:
     return out.stdout
 
 
+@pytest.mark.file_only  # plants orphan files; S3 strays: test_s3_store.py
 async def test_cleanup_removes_expired_and_orphans_only(client) -> None:
     root = data_dir_of(client)
     expired = await new_upload(client, 10)

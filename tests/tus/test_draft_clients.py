@@ -15,7 +15,7 @@ import pytest
 from tests.support.procs import REPO, Proc
 from tests.support.proxy import CuttingProxy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.file_only]  # waits on the file store's files
 NODE = shutil.which("node")
 
 

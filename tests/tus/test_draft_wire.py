@@ -18,7 +18,7 @@ from tests.support.waiting import wait_until
 from tests.tus import rawhttp
 from tus_server.tus import draft_headers as D
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.file_only]  # waits on the file store's files
 PARTIAL = "application/partial-upload"
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.config import load_settings
 from tests.support.procs import REPO, Proc
+from tests.support.s3 import stored_upload
 from tests.support.proxy import CuttingProxy
 
 pytestmark = pytest.mark.e2e
@@ -26,13 +28,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def stored_bytes(data_dir: Path, url: str) -> bytes:
-    upload_id = url.rstrip("/").rsplit("/", 1)[-1]
-    for folder in ("originals", "uploads"):
-        path = data_dir / folder / upload_id
-        if path.exists():
-            return path.read_bytes()
-    raise AssertionError(f"no bytes stored for {url}")
+def stored_bytes(server, url: str) -> bytes:  # type: ignore[no-untyped-def]
+    """The upload's bytes in the server's store (files or S3; see tests/support/s3.py)."""
+    data = stored_upload(load_settings(server.config, env={}), url.rstrip("/").rsplit("/", 1)[-1])
+    if data is None:
+        raise AssertionError(f"no bytes stored for {url}")
+    return data
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_tuspy_through_cutting_proxy_killed_and_resumed(start_server, data_dir, 
         second.stop()
     finally:
         proxy.close()
-    assert sha256(stored_bytes(data_dir, url)) == sha256(data)
+    assert sha256(stored_bytes(server, url)) == sha256(data)
     r = httpx.head(url.replace(proxy.origin, server.origin), headers={"Tus-Resumable": "1.0.0"})
     assert r.headers["upload-offset"] == str(len(data))
 
@@ -91,7 +92,7 @@ def test_tus_js_client_through_cutting_proxy(start_server, data_dir, tmp_path, s
     finally:
         proxy.close()
     url = done.group(2).replace(proxy.origin, server.origin)
-    assert sha256(stored_bytes(data_dir, url)) == sha256(data)
+    assert sha256(stored_bytes(server, url)) == sha256(data)
     r = httpx.get(url)
     assert r.status_code == 200 and sha256(r.content) == sha256(data)
     h = httpx.head(url, headers={"Tus-Resumable": "1.0.0"}).headers

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from models.config import load_settings
+from tests.support.s3 import parts_stored, stored_upload
 from tests.tus import rawhttp
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +38,19 @@ def upload_file(data_dir: Path, url: str) -> Path:
     return data_dir / "uploads" / url.rsplit("/", 1)[-1]
 
 
+def stored(server, url: str) -> bytes | None:  # type: ignore[no-untyped-def]
+    """The upload's bytes in the server's store (files or S3; see tests/support/s3.py)."""
+    return stored_upload(load_settings(server.config, env={}), url.rsplit("/", 1)[-1])
+
+
+def durable(server, url: str) -> int:  # type: ignore[no-untyped-def]
+    """Bytes a SIGKILL of the server cannot take back: its file, or its S3 parts."""
+    settings = load_settings(server.config, env={})
+    if settings.storage.backend == "s3":
+        return parts_stored(settings, url.rsplit("/", 1)[-1]) or 0
+    return upload_file(settings.data_dir, url).stat().st_size
+
+
 def test_sigkill_mid_patch_then_restart_and_finish(start_server, data_dir) -> None:
     data = os.urandom(8 * 1024 * 1024)
     server = start_server()
@@ -43,14 +58,13 @@ def test_sigkill_mid_patch_then_restart_and_finish(start_server, data_dir) -> No
     sock = rawhttp.start_patch(url, 0, len(data))
     sent = 0
     try:
-        path = upload_file(data_dir, url)
         for _ in range(200):  # stream slowly until the server has written a good part
             sock.sendall(data[sent:sent + 128 * 1024])
             sent += 128 * 1024
             time.sleep(0.01)
-            if path.stat().st_size >= 2 * 1024 * 1024:
+            if durable(server, url) >= 2 * 1024 * 1024:
                 break
-        assert path.stat().st_size >= 2 * 1024 * 1024
+        assert durable(server, url) >= 2 * 1024 * 1024
         server.kill()  # SIGKILL mid-PATCH
     finally:
         sock.close()
@@ -58,11 +72,11 @@ def test_sigkill_mid_patch_then_restart_and_finish(start_server, data_dir) -> No
     url = url.replace(server.origin, restarted.origin)
     offset = offset_of(url)
     assert 0 < offset <= sent
-    assert upload_file(data_dir, url).read_bytes() == data[:offset]  # the offset is backed by data
+    if load_settings(server.config, env={}).storage.backend == "file":  # S3 parts cannot be read back
+        assert upload_file(data_dir, url).read_bytes() == data[:offset]  # the offset is backed by data
     r = httpx.patch(url, headers={**OCTET, "Upload-Offset": str(offset)}, content=data[offset:], timeout=60)
     assert r.status_code == 204 and r.headers["upload-offset"] == str(len(data))
-    stored = (data_dir / "originals" / url.rsplit("/", 1)[-1]).read_bytes()
-    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert hashlib.sha256(stored(restarted, url) or b"").hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -101,12 +115,11 @@ def test_two_processes_one_writer_per_upload(two_servers, data_dir) -> None:
         assert all(s in (204, 400, 409, 423, 500) for s in statuses), statuses
         assert statuses.count(204) <= 1, statuses
         offset = offset_of(url)
-        stored = upload_file(data_dir, url).read_bytes() if offset < size else \
-            (data_dir / "originals" / url.rsplit("/", 1)[-1]).read_bytes()
-        assert len(stored) == offset
-        assert stored in (bodies[0][:offset], bodies[1][:offset]), "bytes of two writers interleaved"
+        kept = stored(first, url)
+        assert kept is not None and len(kept) == offset
+        assert kept in (bodies[0][:offset], bodies[1][:offset]), "bytes of two writers interleaved"
         if 204 in statuses:
-            assert stored == bodies[statuses.index(204)]
+            assert kept == bodies[statuses.index(204)]
 
 
 def test_many_uploads_across_two_processes_share_sqlite(two_servers) -> None:
@@ -148,7 +161,7 @@ def test_stalled_patch_releases_to_resume_head(two_servers, data_dir) -> None:
         sock.close()
     r = httpx.patch(url, headers={**OCTET, "Upload-Offset": "300000"}, content=b"r" * 700_000)
     assert r.status_code == 204
-    assert (data_dir / "originals" / url.rsplit("/", 1)[-1]).read_bytes() == b"s" * 300_000 + b"r" * 700_000
+    assert stored(first, url) == b"s" * 300_000 + b"r" * 700_000
 
 
 def test_idle_body_timeout_saves_and_closes(start_server) -> None:
@@ -208,7 +221,7 @@ def test_traversal_targets_on_real_server(start_server, data_dir) -> None:
             finally:
                 sock.close()
             assert 400 <= status < 500, (method, target, status)
-    assert offset_of(url) == 3 and upload_file(data_dir, url).read_bytes() == b"abc"
+    assert offset_of(url) == 3 and stored(server, url) == b"abc"
     assert server.proc.alive()
 
 

@@ -29,6 +29,7 @@ async def test_options_ignores_tus_resumable(client) -> None:
         assert r.headers["tus-version"] == "1.0.0"
 
 
+@pytest.mark.file_only  # S3 always has a limit: 10,000 parts
 async def test_options_without_limit_has_no_max_size(make_client) -> None:
     c = await make_client(uploads={"max_size": 0})
     r = await c.options(BASE)

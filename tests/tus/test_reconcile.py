@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlmodel import Session
 
 from models.tables import Upload
@@ -21,6 +22,7 @@ def _set(client, url: str, **values) -> None:  # type: ignore[no-untyped-def]
         s.commit()
 
 
+@pytest.mark.file_only  # damages the upload's file
 async def test_head_adopts_bytes_written_but_not_recorded(client) -> None:
     url = await new_upload(client, 10)
     await patch(client, url, 0, b"abc")
@@ -33,6 +35,7 @@ async def test_head_adopts_bytes_written_but_not_recorded(client) -> None:
     assert (data_dir_of(client) / "originals" / upload_id(url)).read_bytes() == b"abcdefghij"
 
 
+@pytest.mark.file_only  # damages the upload's file
 async def test_head_never_claims_more_than_the_file_holds(client) -> None:
     url = await new_upload(client, 10)
     await patch(client, url, 0, b"abcdef")
@@ -43,6 +46,7 @@ async def test_head_never_claims_more_than_the_file_holds(client) -> None:
     assert (await patch(client, url, 4, b"efghij")).status_code == 204
 
 
+@pytest.mark.file_only  # damages the upload's file
 async def test_bytes_past_length_are_cut_and_upload_completes(client) -> None:
     url = await new_upload(client, 4)
     (data_dir_of(client) / "uploads" / upload_id(url)).write_bytes(b"abcdXYZ")
@@ -51,6 +55,7 @@ async def test_bytes_past_length_are_cut_and_upload_completes(client) -> None:
     assert row(client, url).is_complete and len(all_media(client)) == 1
 
 
+@pytest.mark.file_only  # moves the original back by hand
 async def test_final_left_unrecorded_completes_on_head(client) -> None:
     a = await new_upload(client, 3, headers={"Upload-Concat": "partial"})
     await patch(client, a, 0, b"abc")
@@ -70,6 +75,7 @@ async def test_final_left_unrecorded_completes_on_head(client) -> None:
     assert json.loads(row(client, final).concat_parts) == [upload_id(a)]
 
 
+@pytest.mark.file_only  # undoes the file store's rename
 async def test_get_repairs_a_rename_that_never_happened(client) -> None:
     url = await new_upload(client, 3)
     await patch(client, url, 0, b"abc")

@@ -63,6 +63,7 @@ async def until(predicate: Callable[[], object], what: str, timeout: float = 5.0
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.file_only  # the S3 pass pins [locks] backend = "file"
 def test_backend_follows_the_settings(lock_settings: Settings, make_config: Callable[..., Path]) -> None:
     layout = Layout(lock_settings.data_dir)
     assert isinstance(open_locks(lock_settings, layout), RedisLocks)

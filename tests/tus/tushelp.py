@@ -12,6 +12,7 @@ import httpx
 from sqlmodel import Session, select
 
 from models.tables import Media, Upload
+from tests.support.s3 import stored_upload
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {"Content-Type": "application/offset+octet-stream"}
@@ -86,13 +87,8 @@ def all_media(client: httpx.AsyncClient) -> list[Media]:
 
 
 def upload_bytes(client: httpx.AsyncClient, url_or_id: str) -> bytes | None:
-    """The bytes stored for an upload, wherever they are now (uploads/ or originals/)."""
-    root = data_dir_of(client)
-    for folder in ("uploads", "originals"):
-        path = root / folder / upload_id(url_or_id)
-        if path.exists():
-            return path.read_bytes()
-    return None
+    """The bytes stored for an upload, wherever its store keeps them (files or S3)."""
+    return stored_upload(client.settings, upload_id(url_or_id))  # type: ignore[attr-defined]
 
 
 def sha256(data: bytes) -> str:
