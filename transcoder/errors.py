@@ -6,6 +6,10 @@ uploaded the file, so it is one plain sentence. ffmpeg's own words go to ``detai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rq.timeouts import JobTimeoutException
+
 
 class TranscodeError(Exception):
     """Base of every failure ``transcode`` raises on purpose."""
@@ -39,3 +43,25 @@ class FfmpegFailed(TranscodeError):
 
 class TranscodeCancelled(FfmpegFailed):
     """``should_stop()`` asked us to stop; not the file's fault, so not permanent."""
+
+
+TIMED_OUT = "The conversion took longer than allowed and was stopped."
+UNEXPECTED = "The server hit an unexpected error while converting this video ({})."
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed attempt records: the sentence a person reads, whether retrying is futile,
+    and the detail for the logs. One mapping for the whole-video job and the part jobs."""
+
+    reason: str
+    permanent: bool
+    detail: str
+
+
+def failure_of(exc: BaseException) -> Failure:
+    if isinstance(exc, TranscodeError):
+        return Failure(exc.reason, exc.permanent, exc.detail)
+    if isinstance(exc, JobTimeoutException):
+        return Failure(TIMED_OUT, False, str(exc))
+    return Failure(UNEXPECTED.format(type(exc).__name__), False, f"{type(exc).__name__}: {exc}")

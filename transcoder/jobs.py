@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rq import Retry, get_current_job
-from rq.timeouts import JobTimeoutException
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,7 +47,7 @@ from models.logs import event
 from models.mediastore import Scratch, open_media_store, publish_dir
 from models.tables import Media
 from transcoder import fanout, fastpath, progressive, webhooks
-from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, failure_of
 from transcoder.pipeline import TranscodeResult, transcode
 from transcoder.probe import ProbeResult, probe
 
@@ -59,8 +58,6 @@ PROGRESS_EVERY_S = 1.0
 # from exception retries, so this never eats into ``[worker] tries``.
 SHUTDOWN_REQUEUES = 1000
 ORPHAN_EXIT_CODE = 70
-TIMED_OUT = "The conversion took longer than allowed and was stopped."
-UNEXPECTED = "The server hit an unexpected error while converting this video ({})."
 
 
 def transcode_media(media_id: str, _enqueued_with: object = None) -> Any:
@@ -164,15 +161,9 @@ class Attempt:
                 self._orphaned()
             self._failed(exc.reason, permanent=False, detail=exc.detail)
             raise
-        except TranscodeError as exc:
-            self._failed(exc.reason, permanent=exc.permanent, detail=exc.detail)
-            raise
-        except JobTimeoutException as exc:
-            self._failed(TIMED_OUT, permanent=False, detail=str(exc))
-            raise
-        except Exception as exc:
-            self._failed(UNEXPECTED.format(type(exc).__name__), permanent=False,
-                         detail=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a TranscodeError, RQ's timeout, or a bug: see failure_of
+            failure = failure_of(exc)
+            self._failed(failure.reason, permanent=failure.permanent, detail=failure.detail)
             raise
         finally:
             restore_signal()

@@ -36,7 +36,6 @@ from typing import Any, Callable
 
 from redis import Redis
 from rq import Retry, get_current_job
-from rq.timeouts import JobTimeoutException
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -49,7 +48,7 @@ from models.logs import event
 from models.mediastore import open_media_store
 from models.redis_conn import connect
 from transcoder import chunks, extras, webhooks
-from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, TranscodeError
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, failure_of
 from transcoder.ffmpeg import AUDIO_GROUP, MEDIA_PLAYLIST, audio_group_command, chunk_command, \
     extras_command
 from transcoder.join import join_ladder
@@ -65,7 +64,6 @@ log = logging.getLogger("tusflow.parts")
 
 PROGRESS_EVERY_S = 1.0
 SHUTDOWN_REQUEUES = 1000
-UNEXPECTED = "The server hit an unexpected error while converting this video ({})."
 
 
 def transcode_chunk(media_id: str, job_id: str, index: int) -> Any:
@@ -153,16 +151,9 @@ class Part:
                 return self._stood_down()
             self._failed(exc.reason, permanent=False, detail=exc.detail)
             raise
-        except TranscodeError as exc:
-            self._failed(exc.reason, permanent=exc.permanent, detail=exc.detail)
-            raise
-        except JobTimeoutException as exc:
-            self._failed("The conversion took longer than allowed and was stopped.",
-                         permanent=False, detail=str(exc))
-            raise
-        except Exception as exc:
-            self._failed(UNEXPECTED.format(type(exc).__name__), permanent=False,
-                         detail=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a TranscodeError, RQ's timeout, or a bug: see failure_of
+            failure = failure_of(exc)
+            self._failed(failure.reason, permanent=failure.permanent, detail=failure.detail)
             raise
         finally:
             restore()
