@@ -28,6 +28,14 @@ const options = {
     process.stdout.write(`retry ${attempt} ${status}\n`);
     return attempt < 10;
   },
+  // One line per request and response, so a failed test shows the whole exchange.
+  onBeforeRequest(req) {
+    process.stdout.write(`request ${req.getMethod()} offset=${req.getHeader('Upload-Offset')}\n`);
+  },
+  onAfterResponse(req, res) {
+    process.stdout.write(`response ${req.getMethod()} ${res.getStatus()} offset=${res.getHeader('Upload-Offset')} `
+      + `complete=${res.getHeader('Upload-Complete')}\n`);
+  },
   onError(err) { process.stdout.write(`error ${err.message}\n`); process.exit(1); },
   onSuccess() { process.stdout.write(`done ${upload.url}\n`); process.exit(0); },
 };

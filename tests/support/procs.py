@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 TUSFLOW = str(VENV_BIN / "tusflow")
+EXIT_GRACE = 2.0  # seconds a reader may still take to drain an exited process's pipe
 
 
 def toml_value(value: Any) -> str:
@@ -74,6 +75,7 @@ class Proc:
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         seen = 0
+        exited_at: float | None = None
         with self._cond:
             while True:
                 for line in self.lines[seen:]:
@@ -82,7 +84,15 @@ class Proc:
                         return match
                 seen = len(self.lines)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.popen.poll() is not None and seen == len(self.lines)):
+                # An exited process may still have lines in the pipe: give up only once the
+                # reader has seen end-of-file (or, when a child of it holds the pipe open, after
+                # a short grace), or a client that printed its result and exited at once would
+                # be reported as silent.
+                if self.popen.poll() is not None and exited_at is None:
+                    exited_at = time.monotonic()
+                drained = exited_at is not None and (not self._reader.is_alive()
+                                                     or time.monotonic() - exited_at > EXIT_GRACE)
+                if left <= 0 or (drained and seen == len(self.lines)):
                     break
                 self._cond.wait(min(left, 0.2))
         raise TimeoutError(f"{self.name}: {pattern!r} not seen; output:\n{self.output[-4000:]}")
