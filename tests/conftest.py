@@ -10,7 +10,7 @@ something only SQLite has.
 
 Where uploads are stored is chosen by ``TUSFLOW_TEST_STORAGE``: ``file`` (default, data_dir) or
 ``s3`` (``[storage] backend = "s3"`` on one SeaweedFS ``weed mini`` started for the session, a
-fresh key prefix per test). ``scripts/test`` runs tests/tus a second time with ``s3``; only the
+fresh key prefix per test). ``scripts/test`` runs tests/tus_server/tus a second time with ``s3``; only the
 tests that get their config through these fixtures run then. Mark a test
 ``@pytest.mark.file_only`` when it looks at or damages the upload files themselves.
 """
@@ -130,7 +130,7 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server: PostgresServer) -> str:
     """A database migrated to head that the PostgreSQL pass copies its databases from: a copy
-    is cheaper than migrating from scratch in every test (tests/deploy covers that path)."""
+    is cheaper than migrating from scratch in every test (tests/e2e/deploy covers that path)."""
     from models.db import migrate
     name = postgres_server.new_database_name("template")
     url = postgres_server.create_database(name)

@@ -8,7 +8,7 @@ case, a database already at head, only reads ``alembic_version`` and takes no lo
 
 Adding a table or column: change the model, then ``tusflow migrate --autogenerate "what"``
 writes ``versions/NNNN_what.py``; review it and commit it with the model.
-``tests/deploy/test_migrations.py`` fails while models and migrations disagree.
+``tests/e2e/deploy/test_migrations.py`` fails while models and migrations disagree.
 """
 
 from __future__ import annotations

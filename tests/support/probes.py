@@ -6,6 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+from tests.support.filtergraph import Graph
 from transcoder.probe import AudioInfo, ProbeResult, VideoInfo
 
 
@@ -26,6 +27,13 @@ def fake_probe(width: int | None = 1920, height: int | None = 1080, *, fps: floa
 
 def value_after(argv: list[str], option: str) -> str:
     return argv[argv.index(option) + 1]
+
+
+def graph_of(argv: list[str]) -> Graph:
+    """The command's ``-filter_complex``, parsed and checked for what ffmpeg itself would refuse."""
+    graph = Graph.parse(value_after(argv, "-filter_complex"))
+    graph.check()
+    return graph
 
 
 def values_after(argv: list[str], option: str) -> list[str]:

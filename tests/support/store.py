@@ -1,5 +1,5 @@
 """Rows and media folders written the way the tus server and the transcoder write them, for
-tests that run the app in-process (tests/api): a ready media with its ladder, an unfinished
+tests that run the app in-process (tests/tus_server/api): a ready media with its ladder, an unfinished
 upload, arbitrary column changes."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.config import Rung, TranscodeConfig
-from tests.transcoder.kit import make_clip, run
+from tests.support.ffkit import make_clip, run
 
 SMALL_LADDER = (Rung("360p", 360, 700, 96), Rung("240p", 240, 400, 64))
 

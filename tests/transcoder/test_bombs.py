@@ -29,8 +29,8 @@ from models.procs import Limits, preexec
 from tests.support.filtergraph import names
 from tests.support.procs import TUSFLOW, Proc
 from tests.support.stack import TINY_LADDER, Stack, upload
-from tests.transcoder.kit import run
-from tests.transcoder.test_ffmpeg_commands import fake_probe, graph_of
+from tests.support.ffkit import run
+from tests.support.probes import fake_probe, graph_of
 from transcoder.errors import InputRejected
 from transcoder.extras import plan_poster, plan_storyboard
 from transcoder.ffmpeg import ladder_command

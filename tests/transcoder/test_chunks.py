@@ -19,7 +19,7 @@ from transcoder.ffmpeg import chunk_command
 from transcoder.join import join_rung
 from transcoder.ladder import RenditionPlan, plan_ladder
 from transcoder.probe import probe
-from tests.transcoder.kit import ffprobe, make_clip
+from tests.support.ffkit import ffprobe, make_clip
 
 
 def test_grid_step_is_a_common_multiple_of_segment_and_keyframe_interval() -> None:

@@ -13,7 +13,7 @@ import pytest
 from models.config import Rung, TranscodeConfig
 from transcoder import fastpath, progressive
 from transcoder.probe import probe
-from tests.transcoder.kit import ffprobe, make_clip, parse_master, parse_media, run
+from tests.support.ffkit import ffprobe, make_clip, parse_master, parse_media, run
 
 # A ladder whose top rung is the clips' own size (320x180) with a generous ceiling, so a
 # well-behaved H.264 source can stand in for it.

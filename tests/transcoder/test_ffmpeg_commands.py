@@ -14,19 +14,13 @@ from transcoder.ffmpeg import (
 )
 from transcoder.ladder import plan_ladder
 from tests.support.filtergraph import Graph, last, names
-from tests.support.probes import fake_probe, value_after, values_after
+from tests.support.probes import fake_probe, graph_of, value_after, values_after
 
 CFG = TranscodeConfig(rate_control="bitrate", audio_group=False)  # the fixed-bitrate ladder; the
 # quality ladder and the shared audio group: test_quality_commands.py
 
 
 
-
-
-def graph_of(argv: list[str]) -> Graph:
-    graph = Graph.parse(value_after(argv, "-filter_complex"))
-    graph.check()
-    return graph
 
 
 def check_rendition(graph: Graph, label: str, width: int, height: int, fps: int = 30) -> list:

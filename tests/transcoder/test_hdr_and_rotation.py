@@ -13,7 +13,7 @@ import pytest
 
 from models.config import TranscodeConfig
 from transcoder.pipeline import transcode
-from tests.transcoder.kit import TIMEOUT, run, streams
+from tests.support.ffkit import TIMEOUT, run, streams
 
 PATTERN = "testsrc2=s=640x360:r=30:d=2"
 TRANSFERS = {"hlg": "arib-std-b67", "pq": "smpte2084"}

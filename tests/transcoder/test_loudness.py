@@ -11,7 +11,7 @@ import pytest
 
 from models.config import TranscodeConfig
 from transcoder.pipeline import transcode
-from tests.transcoder.kit import run
+from tests.support.ffkit import run
 
 DURATION = 6.0
 # Voiced-speech-like: harmonics of ~120 Hz, 4 syllables a second, pauses.

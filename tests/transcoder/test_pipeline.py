@@ -19,7 +19,7 @@ from models.config import Rung, TranscodeConfig
 from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled
 from transcoder.pipeline import TranscodeResult, transcode
 from transcoder.probe import probe
-from tests.transcoder.kit import (
+from tests.support.ffkit import (
     all_output_bytes, audio_group_of, ffmpeg_processes_in, ffprobe, mean_luma, parse_master,
     parse_media,
     remeasure, streams, video_packets, with_init,

@@ -8,7 +8,7 @@ from transcoder.playlists import (
     render_iframe_playlist, render_master,
 )
 from transcoder.probe import Packet, parse_packet_scan
-from tests.transcoder.kit import parse_attributes, parse_master
+from tests.support.ffkit import parse_attributes, parse_master
 
 FFMPEG_PLAYLIST = """#EXTM3U
 #EXT-X-VERSION:7

@@ -11,7 +11,7 @@ import pytest
 
 from models.config import TranscodeConfig
 from transcoder.pipeline import transcode
-from tests.transcoder.kit import (
+from tests.support.ffkit import (
     audio_group_of, parse_master, parse_media, remeasure, run, streams,
 )
 

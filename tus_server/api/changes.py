@@ -14,7 +14,7 @@ Deletions are found by counting rows and, only when the count disagrees, diffing
 
 Everything is read from the database, never from this process's memory, so with several
 instances sharing PostgreSQL every instance's feed sees what the others and the workers on
-other hosts changed (tests/tus/test_instances.py). ``updated_at`` comes from the writer's
+other hosts changed (tests/tus_server/tus/test_instances.py). ``updated_at`` comes from the writer's
 clock: instances and workers must keep their clocks within ``LOOKBACK`` of each other (NTP);
 state, progress and upload offsets are compared by value and need no clock at all.
 """

@@ -10,7 +10,7 @@ Errors are RFC 9457 problem details (``application/problem+json``) with the draf
 types, as ``DraftProblem`` values (a ``TusError`` with a problem type and extension members),
 so the shared tus code can raise them and the draft handler render them.
 
-No I/O here: every rule is unit-tested in tests/tus/test_draft_headers.py.
+No I/O here: every rule is unit-tested in tests/tus_server/tus/test_draft_headers.py.
 """
 
 from __future__ import annotations
