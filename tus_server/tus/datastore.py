@@ -25,11 +25,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from models.config import Settings
 from models.layout import Layout
 from models.tables import Upload
+
+
+# The newest fencing token issued for an upload's lock (None when unknown): RedisLocks.newest_token.
+NewestToken = Callable[[str], Awaitable[int | None]]
 
 
 class UploadWriter(Protocol):
@@ -62,6 +66,9 @@ class Content:
     size: int
     path: Path | None = None
     chunks: Callable[[], AsyncIterator[bytes]] | None = None
+    # Bytes [start, end) of a streamed content (S3: one ranged GET), so a download answers a
+    # Range request without reading what comes before it.
+    read_range: Callable[[int, int], AsyncIterator[bytes]] | None = None
 
 
 class DataStore(Protocol):
@@ -100,6 +107,18 @@ class DataStore(Protocol):
 
     async def content(self, upload: Upload) -> Content | None:
         """A finished upload's bytes, None when they are no longer stored."""
+        ...
+
+    def read(self, upload: Upload) -> AsyncIterator[bytes]:
+        """The bytes of an upload ``finish`` has made whole (published or not), streamed in
+        blocks of bounded size: what needs all of them (the draft's Repr-Digest) reads them
+        the same way from every store. FileNotFoundError when they are not stored."""
+        ...
+
+    def fence_writes(self, newest_token: "NewestToken") -> None:
+        """Writers of an upload whose ``lock_token`` is set ask ``newest_token`` before each
+        write and store nothing once a newer lock token was issued (a holder whose lease ran
+        out while it was frozen). A store whose writes cannot outlive their lock ignores it."""
         ...
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from pathlib import Path
+from contextlib import aclosing
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -49,7 +49,6 @@ log = logging.getLogger("tusflow.tus.draft")
 # Where the creation's Repr-Digest waits for completion: a metadata key, so it lives and dies
 # with the row (expiry, cleanup, DELETE) and needs no column of its own.
 REPR_DIGEST_KEY = "repr-digest"
-HASH_BLOCK = 1 << 20
 
 
 class DraftHandler(TusHandler):
@@ -303,11 +302,14 @@ class DraftHandler(TusHandler):
     # ------------------------------------------------------------------ completion and digests
     async def _complete(self, upload: Upload) -> dict[str, str]:
         """Every completion path (an append, a reconciling HEAD) checks the Repr-Digest first:
-        a mismatching upload is discarded before it could be published (I14)."""
+        a mismatching upload is discarded before it could be published (I14). The bytes are
+        made whole first (``finish``, idempotent: the completion below finds it done), since a
+        store may only be able to read them back then (S3 cannot read unfinished parts)."""
         if not upload.is_complete:
             expected = _expected_digests(upload)
             if expected:
-                actual = await self.ctx.store.run(_file_digests, self.ctx.store.path(upload.id), list(expected))
+                await self.ctx.store.finish(upload)
+                actual = await self._stored_digests(upload, list(expected))
                 if actual != expected:
                     log.warning("upload=%s Repr-Digest mismatch; discarded", upload.id)
                     await self._discard(upload)
@@ -315,9 +317,8 @@ class DraftHandler(TusHandler):
         return await super()._complete(upload)
 
     async def _discard(self, upload: Upload) -> None:
-        store = self.ctx.store
         await self.ctx.repo.delete(upload.id)
-        await store.delete(store.path(upload.id), store.staging_path(upload.id))
+        await self.ctx.store.terminate(upload)  # not complete: nothing of it is kept
         self.ctx.locks.forget(upload.id)
         await self.ctx.events.terminated(upload)
 
@@ -326,11 +327,22 @@ class DraftHandler(TusHandler):
         wanted = D.wanted_digests(h.get("want-repr-digest"))
         if not wanted:
             return {}
-        path = self.ctx.store.layout.resolve(upload.storage_path)
-        if self.ctx.store.size_now(path) is None:
+        try:
+            digests = await self._stored_digests(upload, wanted)
+        except FileNotFoundError:
             return {}
-        digests = await self.ctx.store.run(_file_digests, path, wanted)
         return {"Repr-Digest": D.render_digests(digests)}
+
+    async def _stored_digests(self, upload: Upload, algorithms: list[str]) -> dict[str, bytes]:
+        """Digests of the upload's stored bytes, read through the store (a file or an S3
+        object, streamed in bounded blocks); hashed on the pool, which hashlib runs without
+        the GIL, so the event loop never waits for a 4 GiB digest."""
+        store = self.ctx.store
+        hashers = {name: hashlib.new(name) for name in algorithms}
+        async with aclosing(store.read(upload)) as blocks:  # type: ignore[type-var]
+            async for block in blocks:
+                await store.run(_update_all, list(hashers.values()), block)
+        return {name: hasher.digest() for name, hasher in hashers.items()}
 
 
 def _has_body(h: Headers) -> bool:
@@ -350,10 +362,6 @@ def _expected_digests(upload: Upload) -> dict[str, bytes]:
         return {}
 
 
-def _file_digests(path: Path, algorithms: list[str]) -> dict[str, bytes]:
-    hashers = {name: hashlib.new(name) for name in algorithms}
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            for hasher in hashers.values():
-                hasher.update(block)
-    return {name: hasher.digest() for name, hasher in hashers.items()}
+def _update_all(hashers: list["hashlib._Hash"], block: bytes) -> None:
+    for hasher in hashers:
+        hasher.update(block)

@@ -42,7 +42,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 from models.config import MAX_PART_SIZE, MIN_PART_SIZE, S3Config
 from models.s3client import is_missing, make_client
 from models.tables import Upload
-from tus_server.tus.datastore import Content
+from tus_server.tus.datastore import Content, NewestToken
 
 log = logging.getLogger("tusflow.s3store")
 
@@ -73,6 +73,8 @@ class S3Store:
         # upload id → S3 UploadId. A cache only: it never changes while the upload exists, and a
         # miss (another instance created it, this one restarted) asks S3 again.
         self._multipart: dict[str, str] = {}
+        # Set by fence_writes (the Redis locker): asked before every write of a fenced writer.
+        self.newest_token: NewestToken | None = None
 
     # ------------------------------------------------------------------ keys
     def upload_key(self, upload_id: str) -> str:
@@ -254,18 +256,51 @@ class S3Store:
         size = await self.run(self.head_size, key)
         if size is None:
             return None
+        return Content(size, chunks=lambda: self.read_key(key),
+                       read_range=lambda start, end: self.read_key(key, start, end))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            body = (await self.run(self.client.get_object, Bucket=self.bucket, Key=key))["Body"]
-            try:
-                while True:
-                    data = await self.run(body.read, READ_CHUNK)
-                    if not data:
-                        return
-                    yield data
-            finally:
-                body.close()
-        return Content(size, chunks=chunks)
+    def read(self, upload: Upload) -> AsyncIterator[bytes]:
+        """The object ``finish`` completed, where it stays once published."""
+        return self.read_key(self.target_key(upload))
+
+    async def read_key(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of an object (all of it from ``start`` without ``end``), one GET
+        streamed READ_CHUNK at a time; FileNotFoundError when the object is missing."""
+        if end is not None and end <= start:
+            return
+        extra: dict[str, str] = {}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            answer = await self.run(self.client.get_object, Bucket=self.bucket, Key=key, **extra)
+        except Exception as exc:
+            if is_missing(exc):
+                raise FileNotFoundError(f"{key} is not stored") from exc
+            raise
+        body = answer["Body"]
+        try:
+            while True:
+                data = await self.run(body.read, READ_CHUNK)
+                if not data:
+                    return
+                yield data
+        finally:
+            body.close()
+
+    def fence_writes(self, newest_token: NewestToken) -> None:
+        self.newest_token = newest_token
+
+    async def fenced_out(self, upload: Upload) -> OSError | None:
+        """Why this writer must store nothing more: a newer lock token was issued for the
+        upload since its holder took it (its lease ran out and another request took over)."""
+        token = upload.lock_token
+        if not token or self.newest_token is None:  # 0: the row's default, no Redis lock
+            return None
+        newest = await self.newest_token(upload.id)
+        if newest is not None and newest > token:
+            return OSError(f"upload {upload.id}: lock token {token} was superseded by {newest}; "
+                           "this request no longer holds the upload")
+        return None
 
     # ------------------------------------------------------------------ Terminater
     async def terminate(self, upload: Upload) -> None:
@@ -469,6 +504,9 @@ class S3Writer:
         store = self._store
         client = store.client
         try:
+            fenced = await store.fenced_out(self._upload)
+            if fenced is not None:
+                raise fenced
             if kind == "stage":
                 await store.run(client.put_object, Bucket=store.bucket,
                                 Key=store.stage_key(self._upload.id, start), Body=data)
@@ -532,6 +570,9 @@ class S3Writer:
 
     # ------------------------------------------------------------------ staged bodies
     async def commit(self) -> None:
+        fenced = await self._store.fenced_out(self._upload)
+        if fenced is not None:
+            raise fenced
         await self._store.run(self._commit_now)
 
     def _commit_now(self) -> None:

@@ -22,7 +22,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from models.layout import Layout
 from models.tables import Upload
@@ -193,6 +193,22 @@ class FileStore:
             await self.delete(target)
             raise
         return self.layout.relative(target)
+
+    async def read(self, upload: Upload) -> AsyncIterator[bytes]:
+        """The upload's file in blocks of 1 MiB, read on the pool: where its row says, or
+        in originals/ when it was published since (the row read may be older)."""
+        path = self.layout.resolve(upload.storage_path)
+        if not path.exists() and upload.concat != "partial":
+            path = self.layout.original_file(upload.id)
+        f = await self.run(open, path, "rb")  # FileNotFoundError when neither is there
+        try:
+            while block := await self.run(f.read, 1 << 20):
+                yield block
+        finally:
+            f.close()
+
+    def fence_writes(self, newest_token: Callable[[str], Awaitable[int | None]]) -> None:
+        """Nothing to fence: an appender writes only while its request runs under the lock."""
 
 
 class StagedFile:

@@ -241,7 +241,6 @@ async def test_content_digest_mismatch_keeps_nothing_of_that_append(client) -> N
     assert stored(client, url) == b"1234567890"
 
 
-@pytest.mark.file_only  # draft.py digests the upload's file
 async def test_repr_digest_verified_at_completion(client) -> None:
     data = os.urandom(10_000)
     r = await create(client, 8, False, data[:4000], Upload_Length=str(len(data)), Repr_Digest=digest("sha-256", data),
@@ -256,6 +255,7 @@ async def test_repr_digest_verified_at_completion(client) -> None:
     r = await append(client, bad, 8, 4000, data[4000:], True)
     assert r.status_code == 400 and "repr-digest" in problem(r)["title"].lower()
     assert row(client, bad) is None
+    assert upload_bytes(client, bad.rsplit("/", 1)[-1]) is None  # nothing of it stays stored
     with Session(engine_of(client)) as s:
         assert s.get(Media, bad.rsplit("/", 1)[-1]) is None
         assert len(list(s.exec(select(Media)))) == 1
