@@ -52,8 +52,11 @@ def tus_handler(ctx: AppContext, store: UploadStore, events: UploadEvents,
                 guard: AccessGuard | None = None) -> TusHandler:
     s = ctx.settings
     repo = UploadRepo(ctx.engine, s.uploads.expiration)
-    tus = TusContext(settings=s, repo=repo, store=store,
-                     locks=open_locks(s, ctx.layout, repo.claim), events=events,
+    locks = open_locks(s, ctx.layout, repo.claim)
+    newest_token = getattr(locks, "newest_token", None)  # Redis locks: leases can run out
+    if newest_token is not None:
+        store.fence_writes(newest_token)  # a superseded holder's writer stores nothing more
+    tus = TusContext(settings=s, repo=repo, store=store, locks=locks, events=events,
                      guard=guard, stopping=ctx.stopping)
     return TusHandler(tus, draft=DraftHandler(tus))  # the IETF draft on the same endpoint
 
@@ -72,7 +75,8 @@ def create_app(settings: Settings) -> Starlette:
     # then the counts, so an upload is counted as completed only once it is handed on.
     store = open_store(settings, ctx.layout, ctx.executor)  # [storage] backend: file or s3
     events = FanOut(UploadLifecycle(ctx, store), metrics.upload_events())
-    tus_app = auth.tus_endpoint(tus_handler(ctx, store, events, auth.guard))  # refusals before any body byte
+    tus = tus_handler(ctx, store, events, auth.guard)
+    tus_app = auth.tus_endpoint(tus)  # refusals before any body byte
     # The collection answers without its trailing slash too: a redirect would drop tus headers.
     routes: list[BaseRoute] = [Route(base, endpoint=tus_app), Mount(base, app=tus_app)]
     routes.extend(auth.routes)
@@ -87,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             ctx.stopping.set()
             restore()
+            await tus.ctx.locks.aclose()  # the Redis locker's listener task and connections
             ctx.close()
 
     cors = settings.cors

@@ -270,6 +270,12 @@ class RedisLocks:
         finally:
             client.close()
 
+    async def newest_token(self, upload_id: str) -> int | None:
+        """The last fencing token issued for the upload (None when its counter is gone): a
+        writer holding an older one has lost the lock, whatever its renewer believes yet."""
+        value = await self._client().get(fence_key(upload_id))
+        return None if value is None else int(value)
+
     def forget(self, upload_id: str) -> None:
         """Nothing to remove: the lock key goes with its holder, the fence counter by its TTL."""
 

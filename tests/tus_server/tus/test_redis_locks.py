@@ -7,6 +7,10 @@ the database, exactly like instances on two machines.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,17 +18,20 @@ import pytest
 import redis
 from sqlalchemy.engine import Engine
 
-from models.config import Settings, load_settings
+from models.config import S3Config, Settings, load_settings
 from models.db import init_db, make_engine
 from models.layout import Layout
 from models.tables import Upload
 from tests.support.procs import RedisServer
+from tests.support.s3 import BUCKET, S3Server
 from tus_server.tus import errors as E
 from tus_server.tus.locks import UploadLocks, open_locks
 from tus_server.tus.redislocks import RedisLocks, fence_key, lock_key
 from tus_server.tus.repo import UploadRepo
+from tus_server.tus.s3store import S3Store
 
 LEASE = 0.6
+PART = 5 * 1024**2  # S3's minimum part size
 
 
 @pytest.fixture
@@ -210,3 +217,52 @@ async def test_try_hold_never_waits(lock_settings: Settings, engine: Engine) -> 
             assert held is True
     finally:
         await a.aclose()
+
+
+async def test_superseded_holder_uploads_no_s3_part(lock_settings: Settings, engine: Engine, raw: redis.Redis,
+                                                    s3_servers: Callable[[str], S3Server]) -> None:
+    """Instance A's PATCH froze past its lease with half a part buffered; B took the upload
+    (a newer fencing token). When A wakes and fills its part, the S3 writer asks for the newest
+    token first and uploads nothing; B's bytes are what the object ends up holding."""
+    server = s3_servers("seaweedfs")
+    cfg = S3Config(**server.storage_section(server.new_prefix("fence"), part_size=PART, max_buffered_parts=4))
+    repo = UploadRepo(engine, 3600)
+    a = RedisLocks(lock_settings, 2.0, repo.claim)
+    b = RedisLocks(lock_settings, 2.0, repo.claim)
+    pool = ThreadPoolExecutor(4, "fence-test")
+    store_a, store_b = S3Store(cfg, pool), S3Store(cfg, pool)  # two instances
+    store_a.fence_writes(a.newest_token)
+    store_b.fence_writes(b.newest_token)
+    upload_id = secrets.token_hex(16)
+    length = 2 * PART
+    await repo.add(Upload(id=upload_id, length=length, storage_path=await store_a.create(upload_id)))
+    data_a, data_b = os.urandom(length), os.urandom(length)
+    try:
+        async with a.hold(upload_id) as stale:
+            mine = Upload(id=upload_id, length=length, offset=0, storage_path="", lock_token=stale.token)
+            writer_a = store_a.writer(mine)
+            await writer_a.write(data_a[:PART // 2])  # buffered: below one part, nothing sent yet
+            raw.delete(lock_key(upload_id))  # the lease ran out while A was frozen
+            async with b.hold(upload_id) as fresh:
+                assert fresh.token is not None and stale.token is not None and fresh.token > stale.token
+                try:
+                    await writer_a.write(data_a[PART // 2:])  # A wakes: a whole part, sent in the background
+                except OSError:
+                    pass
+                assert await writer_a.close() == 0
+                assert "superseded" in str(writer_a.failed)
+                assert server.client().list_parts(Bucket=BUCKET, Key=store_a.target_key(mine),
+                                                  UploadId=store_a.multipart_id(mine)).get("Parts", []) == []
+                theirs = Upload(id=upload_id, length=length, offset=0, storage_path="", lock_token=fresh.token)
+                writer_b = store_b.writer(theirs)
+                for i in range(0, length, 1 << 20):
+                    await writer_b.write(data_b[i:i + (1 << 20)])
+                assert await writer_b.close() == length and writer_b.failed is None
+                theirs.offset = length
+                await store_b.finish(theirs)
+        stored = server.read(store_b.target_key(theirs)) or b""
+        assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data_b).hexdigest()
+    finally:
+        await a.aclose()
+        await b.aclose()
+        pool.shutdown(wait=True)
