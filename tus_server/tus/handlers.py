@@ -37,6 +37,7 @@ from tus_server.tus.expiry import is_expired
 from tus_server.tus.locks import LockHandle, Locker
 from tus_server.tus.repo import UploadRepo
 from tus_server.tus.datastore import UploadStore, UploadWriter
+from tus_server.tus.download import streamed_download
 from tus_server.tus.urls import UrlBuilder
 
 log = logging.getLogger("tusflow.tus")
@@ -622,10 +623,8 @@ class TusHandler:
         if content.path is not None:
             response = FileResponse(content.path, media_type=media_type, filename=_safe_filename(filename),
                                     content_disposition_type=disposition)
-        else:
-            assert content.chunks is not None
-            response = StreamingResponse(content.chunks(), media_type=media_type, headers={
-                "Content-Length": str(content.size),
+        else:  # from a store without a local file (S3): one byte range by ranged reads
+            response = streamed_download(request, content, media_type, {
                 "Content-Disposition": _disposition(disposition, _safe_filename(filename))})
         response.headers["X-Content-Type-Options"] = "nosniff"
         # Whatever a browser makes of the bytes, they run no script on this origin.

@@ -29,7 +29,6 @@ async def test_get_incomplete_is_404(client) -> None:
     assert (await client.get(url)).status_code == 404
 
 
-@pytest.mark.file_only  # the S3 store streams whole objects (no Range yet)
 async def test_get_streams_bytes_type_and_range(client) -> None:
     data = bytes(range(256)) * 40
     url = await _finished(client, data, f"filename {b64('talk.mp4')},filetype {b64('video/mp4')}")
@@ -41,6 +40,14 @@ async def test_get_streams_bytes_type_and_range(client) -> None:
     r = await client.get(url, headers={"Range": "bytes=10-19"})
     assert r.status_code == 206 and r.content == data[10:20]
     assert r.headers["content-range"] == f"bytes 10-19/{len(data)}"
+    assert r.headers["content-length"] == "10"
+    r = await client.get(url, headers={"Range": "bytes=-7"})  # the last 7 bytes
+    assert r.status_code == 206 and r.content == data[-7:]
+    assert r.headers["content-range"] == f"bytes {len(data) - 7}-{len(data) - 1}/{len(data)}"
+    r = await client.get(url, headers={"Range": f"bytes={len(data) - 3}-"})  # open-ended
+    assert r.status_code == 206 and r.content == data[-3:]
+    r = await client.get(url, headers={"Range": f"bytes={len(data)}-"})  # wholly past the end
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
 
 
 @pytest.mark.parametrize("filename", ["evil\r\nSet-Cookie: a=b.mp4", 'quo"te.mp4', "../../etc/passwd",
