@@ -21,9 +21,10 @@ For each it prints MB/s, the ratios against @tus/server, the server's CPU second
 Then the RSS growth of each server during one 2 GiB PATCH. ``--baseline DIR`` adds tusflow
 from another checkout (fsync off and on) as extra columns, to measure a change before and after.
 
-The client runs in its own process and sends request bodies with sendfile(2) from a file
-generated once, one thread per upload, so it is never the bottleneck. This is a benchmark, not
-a test: figures depend on the machine and on what else runs on it (see the load column).
+The client (scripts/benchkit.py) runs in its own process and sends request bodies with
+sendfile(2) from a file generated once, one thread per upload, so it is never the bottleneck.
+This is a benchmark, not a test: figures depend on the machine and on what else runs on it
+(see the load column).
 
 usage: .venv/bin/python scripts/bench_upload.py [--gib 1] [--repeat N] [--sink] [--baseline DIR] [--dir D]
 """
@@ -32,24 +33,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from benchkit import GiB, MiB, Server, client_main, load, measure, rss_growth, run_threads, slices
 
 REPO = Path(__file__).resolve().parents[1]
-GiB = 1 << 30
-MiB = 1 << 20
 TUSFLOW = str(Path(sys.executable).parent / "tusflow")
 
 # @tus/server with @tus/file-store, as its README sets it up; port 0, loopback only.
@@ -62,98 +56,6 @@ const http = tus.listen({ host: "127.0.0.1", port: 0 }, () => {
 });
 process.on("SIGTERM", () => http.close(() => process.exit(0)));
 """
-
-
-# ------------------------------------------------------------------ client (separate process)
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str]]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return int(lines[0].split(" ")[1]), headers
-
-
-def _request(sock: socket.socket, method: str, path: str, host: str, headers: dict[str, str],
-             body: tuple[int, int, int] | None = None) -> tuple[int, dict[str, str]]:
-    """body = (fd, offset, count), sent with sendfile."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"] + [f"{k}: {v}" for k, v in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    if body is not None:
-        fd, offset, count = body
-        sent = 0
-        while sent < count:
-            n = os.sendfile(sock.fileno(), fd, offset + sent, count - sent)
-            if n == 0:
-                raise ConnectionError("sendfile sent nothing")
-            sent += n
-    return _read_response(sock)
-
-
-def _one_upload(base: str, kind: str, fd: int, file_offset: int, size: int, chunk: int, name: str) -> None:
-    parts = urlsplit(base)
-    sock = socket.create_connection((parts.hostname, parts.port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        if kind == "tus":
-            status, headers = _request(sock, "POST", parts.path, parts.netloc,
-                                       {"Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Content-Length": "0"})
-            assert status == 201, status
-            path = urlsplit(headers["location"]).path
-        else:  # the sink: every path is a file
-            path = f"/{name}"
-        offset = 0
-        while offset < size:
-            count = min(chunk, size - offset)
-            status, headers = _request(sock, "PATCH", path, parts.netloc, {
-                "Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream",
-                "Upload-Offset": str(offset), "Content-Length": str(count)}, (fd, file_offset + offset, count))
-            assert status == 204, (status, headers, path, offset)
-            offset += count
-    finally:
-        sock.close()
-
-
-def _slices(file_size: int, total: int, n: int) -> list[tuple[int, int]]:
-    """(offset in the source file, size) of each of ``n`` uploads sharing ``total`` bytes."""
-    each = total // n
-    return [((i * each) % max(1, file_size - each + 1), each) for i in range(n)]
-
-
-def _run_threads(work: list[tuple]) -> float:  # type: ignore[type-arg]
-    errors: list[BaseException] = []
-
-    def guarded(fn, *args) -> None:  # type: ignore[no-untyped-def]
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            errors.append(exc)
-    threads = [threading.Thread(target=guarded, args=item) for item in work]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    if errors:
-        raise SystemExit(f"{len(errors)} of {len(work)} streams failed: {errors[0]!r}")
-    return elapsed
-
-
-def client_main(args: list[str]) -> None:
-    base, kind, data_file, total, chunk, concurrency = args
-    fd = os.open(data_file, os.O_RDONLY)
-    slices = _slices(os.fstat(fd).st_size, int(total), int(concurrency))
-    elapsed = _run_threads([(_one_upload, base, kind, fd, off, size, int(chunk), f"u{i}-{time.monotonic_ns()}")
-                            for i, (off, size) in enumerate(slices)])
-    print(json.dumps({"bytes": sum(size for _, size in slices), "seconds": elapsed}), flush=True)
 
 
 # ------------------------------------------------------------------ the disk's own durable rate
@@ -184,77 +86,13 @@ def disk_rate(data_file: Path, folder: Path, total: int, chunk: int, concurrency
     simplest possible writer (in the kernel, no network, no protocol)."""
     src = os.open(data_file, os.O_RDONLY)
     try:
-        slices = _slices(os.fstat(src).st_size, total, concurrency)
-        elapsed = _run_threads([(_durable_stream, src, folder / f"d{i}", off, size, chunk)
-                                for i, (off, size) in enumerate(slices)])
+        shares = slices(os.fstat(src).st_size, total, concurrency)
+        elapsed, _ = run_threads([(_durable_stream, src, folder / f"d{i}", off, size, chunk)
+                                  for i, (off, size) in enumerate(shares)])
     finally:
         os.close(src)
-    nbytes = sum(size for _, size in slices)
+    nbytes = sum(size for _, size in shares)
     return {"bytes": nbytes, "seconds": elapsed, "mbps": nbytes / elapsed / 1e6, "cpu_per_gib": float("nan")}
-
-
-# ------------------------------------------------------------------ server side measurements
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def status_kib(pid: int, key: str) -> int:
-    match = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-    return int(match.group(1)) if match else 0
-
-
-def reset_peak(pid: int) -> None:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
-
-
-def load() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
-class Server:
-    def __init__(self, name: str, kind: str, argv: list[str], pattern: str, data: list[Path],
-                 cwd: Path | None = None, env: dict[str, str] | None = None):
-        self.name, self.kind, self.data = name, kind, data
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True)
-        deadline = time.monotonic() + 60
-        assert self.proc.stdout is not None
-        seen: list[str] = []
-        while True:
-            line = self.proc.stdout.readline()
-            seen.append(line)
-            match = re.search(pattern, line)
-            if match:
-                self.url = match.group(1)
-                break
-            if not line and self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start: {argv}\n{''.join(seen)[-2000:]}")
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.pid = self.proc.pid
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
-
-    def clean(self) -> None:
-        for folder in self.data:
-            for path in folder.glob("*"):
-                if path.is_file():
-                    path.unlink()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 def tusflow_server(work: Path, fsync: bool, code: Path | None = None) -> Server:
@@ -285,51 +123,6 @@ def sink_server(work: Path, fsync: bool) -> Server:
     return Server(f"sink fsync {'on' if fsync else 'off'}", "sink",
                   [sys.executable, str(REPO / "scripts" / "sink_app.py"), "--dir", str(folder), "--port", "0"]
                   + (["--fsync"] if fsync else []), r"sink listening on (http://\S+)", [folder])
-
-
-def run_client(base: str, kind: str, data_file: Path, total: int, chunk: int, concurrency: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--client", base, kind, str(data_file), str(total), str(chunk),
-                          str(concurrency)], capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def measure(server: Server, data_file: Path, total: int, chunk: int, concurrency: int) -> dict:
-    server.clean()
-    subprocess.run(["sync"], check=False)  # no earlier run's dirty pages are written on our time
-    cpu0 = cpu_seconds(server.pid)
-    try:
-        result = run_client(server.url, server.kind, data_file, total, chunk, concurrency)
-    except RuntimeError as exc:
-        raise RuntimeError(f"{server.name}: {exc}") from None
-    cpu = cpu_seconds(server.pid) - cpu0
-    result.update(mbps=result["bytes"] / result["seconds"] / 1e6, cpu_per_gib=cpu / (result["bytes"] / GiB))
-    server.clean()
-    return result
-
-
-def rss_growth(server: Server, data_file: Path, size: int) -> float:
-    """RSS growth of the server during one PATCH of ``size`` bytes, sampled every 20 ms."""
-    run_client(server.url, server.kind, data_file, MiB, MiB, 1)  # warm-up: imports, first buffers
-    server.clean()
-    before = status_kib(server.pid, "VmRSS")
-    peak = [before]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], status_kib(server.pid, "VmRSS"))
-            time.sleep(0.02)
-    reset_peak(server.pid)
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    run_client(server.url, server.kind, data_file, size, size, 1)
-    stop.set()
-    t.join()
-    peak[0] = max(peak[0], status_kib(server.pid, "VmHWM"))
-    server.clean()
-    return (peak[0] - before) / 1024
 
 
 def configs(total: int) -> list[tuple[str, int, int]]:
