@@ -474,6 +474,9 @@ class S3Writer:
         except Exception as exc:
             self.failed = as_os_error(exc, "read of the tail")
             raise self.failed from exc
+        if not self._holding and chunk:  # the first byte after a sent part: a new buffer's slot
+            await self._store.slots.acquire()
+            self._holding = True
         if self._hasher is not None:
             self._hasher.update(chunk)
         buffer = self._buffer
@@ -483,12 +486,16 @@ class S3Writer:
         while len(buffer) >= size:
             rest = bytearray(buffer[size:])
             del buffer[size:]
-            self._send(self._start, buffer)
+            self._send(self._start, buffer)  # the sent part keeps its slot until S3 has it
             self._start += size
             self._buffer = buffer = rest
             self._holding = False
-            await self._store.slots.acquire()  # the sent part keeps its slot until S3 has it
-            self._holding = True
+            # A slot for the next buffer only when bytes are left for it: a body that ends on
+            # the boundary must not wait (behind other writers queued for slots, whose clients
+            # may be idle) for a slot it never fills.
+            if buffer:
+                await self._store.slots.acquire()
+                self._holding = True
             if self.failed is not None:
                 raise self.failed
 

@@ -6,6 +6,7 @@ Everything is checked on what the bucket holds: ListParts, keys, sha256 of the o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -257,3 +258,84 @@ async def test_strays_list_what_has_no_owner(store, s3) -> None:
     for name, kind, key in list(store.strays(later)):
         store.remove_stray(kind, key)
     assert s3.multipart_uploads(store.prefix) == [] and s3.keys(store.prefix) == {}
+
+
+@pytest.mark.parametrize("buffered", [1, 4])
+@pytest.mark.parametrize("chunk", [64 * 1024, 1_000_000])  # the boundary at a chunk's end, inside one
+@pytest.mark.parametrize("staged", [False, True])
+async def test_patch_from_a_tail_that_ends_on_a_part_boundary(make_store, s3, prefix, buffered, chunk,
+                                                               staged) -> None:
+    """The reported hang: a PATCH that starts from a saved tail (below the 5 MiB minimum) and
+    ends exactly on a part boundary, then one that ends exactly on the next boundary, which
+    is also the upload's end. Every append is bounded in time (a hang fails, not blocks)."""
+    store = make_store(max_buffered_parts=buffered)
+    data = os.urandom(3 * P)
+    upload = await create(store, len(data))
+    tail = 1_234_567
+
+    async def body(start: int, end: int) -> int:
+        if not staged:
+            return await append(store, upload, data[start:end], chunk)
+        hasher = hashlib.sha256()
+        stager = store.stager(upload, hasher)
+        for i in range(start, end, chunk):
+            await stager.write(data[i:min(i + chunk, end)])
+        written = await stager.close()
+        assert stager.failed is None and hasher.digest() == hashlib.sha256(data[start:end]).digest()
+        await stager.commit()
+        await stager.discard()
+        upload.offset += written
+        return written
+
+    assert await asyncio.wait_for(body(0, tail), 60) == tail
+    assert await asyncio.wait_for(body(tail, P), 60) == P - tail  # tail + body == one part
+    assert parts_of(s3, store, upload) == {1: P}
+    assert [k for k in s3.keys(prefix) if ".tail-" in k] == []  # the absorbed tail is gone
+    assert await make_store().stored_offset(upload) == P
+    assert await asyncio.wait_for(body(P, P + tail), 60) == tail
+    assert await asyncio.wait_for(body(P + tail, 3 * P), 60) == 2 * P - tail  # ends the upload on a boundary
+    assert parts_of(s3, store, upload) == {1: P, 2: P, 3: P}
+    assert await make_store().stored_offset(upload) == 3 * P
+    await store.finish(upload)
+    assert sha(s3.read(store.original_key(upload.id))) == sha(data)
+    assert store.slots._value == buffered  # every memory slot came back
+
+
+async def test_ranged_reads_of_a_finished_object(store, s3) -> None:
+    """read_range (a GET with Range) returns exactly the asked bytes, across part boundaries."""
+    data = os.urandom(2 * P + 77)
+    upload = await create(store, len(data))
+    await append(store, upload, data, chunk=1 << 20)
+    await store.finish(upload)
+    content = await store.content(Upload(id=upload.id, storage_path=await store.publish(upload)))
+    assert content is not None and content.read_range is not None
+    for start, end in [(0, 1), (P - 3, P + 3), (len(data) - 77, len(data)), (123, 2 * P)]:
+        got = b"".join([c async for c in content.read_range(start, end)])
+        assert got == data[start:end], (start, end)
+    assert b"".join([c async for c in store.read(upload)]) == data  # the whole object, streamed
+
+
+async def test_a_body_ending_on_a_part_boundary_waits_for_no_new_slot(make_store, s3) -> None:
+    """A PATCH from a tail that ends exactly on a part boundary hung while other uploads held
+    the memory slots: the writer took a slot for a next buffer that never comes, and a writer
+    queued for a slot got the one its part gave back, so the PATCH waited for idle clients."""
+    store = make_store(max_buffered_parts=2)
+    tail = 1_234_567
+    data = os.urandom(P)
+    upload = await create(store, 2 * P)
+    await append(store, upload, data[:tail])
+    idle = store.writer(await create(store, P))
+    await idle.write(b"x")  # an idle client's PATCH holds a slot
+    writer = store.writer(upload)
+    await writer.write(data[tail:tail + 1000])  # this one holds the other
+    queued_writer = store.writer(await create(store, P))
+    queued = asyncio.ensure_future(queued_writer.write(b"y"))  # a third waits for a slot
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+    assert not queued.done()
+    await asyncio.wait_for(writer.write(data[tail + 1000:]), 20)  # ends exactly on the boundary
+    assert await asyncio.wait_for(writer.close(), 20) == P - tail
+    assert parts_of(s3, store, upload) == {1: P}
+    await asyncio.wait_for(queued, 20)  # the slot went on to the waiting writer
+    assert await queued_writer.close() == 1 and await idle.close() == 1
+    assert store.slots._value == 2
