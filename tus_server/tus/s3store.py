@@ -23,6 +23,11 @@ How an upload maps onto S3 (keys under ``[storage.s3] prefix``):
   the same way).
 - Concatenation copies the partials with UploadPartCopy; only when a partial other than the
   last is below S3's 5 MiB part minimum are the bytes streamed through, one part at a time.
+- With Redis locks (``fence_writes``), a writer asks for the upload's newest fencing token
+  before every part, tail or stage it stores, and stores nothing once a newer holder took the
+  upload: a PATCH that froze past its lease cannot overwrite the parts of the one that took over.
+- Reads (``read``, ``content``) are GETs streamed in READ_CHUNK blocks; a download's byte
+  range is one ranged GET.
 
 Memory: every part buffer, filling or being sent, holds one of ``max_buffered_parts`` slots of
 the process, so the store never holds more than ``max_buffered_parts * part_size`` bytes of
