@@ -48,6 +48,18 @@ class UploadWriter(Protocol):
         ...
 
 
+class RecordingWriter(UploadWriter, Protocol):
+    """Optional for a writer (the handler looks for ``close_then`` and falls back to ``close``
+    plus its own offset update): ``close`` and the offset update in one trip to the thread
+    pool, which with small PATCHes is a noticeable share of the CPU."""
+
+    async def close_then(self, record: Callable[[int], None]) -> int:
+        """``close``, and then, on the same worker thread, ``record(written)`` when anything
+        was written: only after those bytes are durable, never when making them durable
+        failed. What ``record`` raises is raised here; the bytes written are returned."""
+        ...
+
+
 class StagedWriter(UploadWriter, Protocol):
     """A body kept aside (and hashed by the caller's hasher) until it is verified."""
 

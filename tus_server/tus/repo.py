@@ -73,15 +73,18 @@ class UploadRepo:
         """``fence``: the writer's lock token (``Upload.lock_token`` as it took the lock); the
         row is left alone and 423 raised when a newer holder has claimed it since, or the
         upload is gone (see ``redislocks.py``). With file locks the token never moves."""
+        await anyio.to_thread.run_sync(lambda: self.update_now(upload_id, fence, **values))
+
+    def update_now(self, upload_id: str, fence: int | None = None, **values: Any) -> None:
+        """``update`` on the calling thread, blocking: for a caller already on a worker thread
+        (the file store records a PATCH's offset in the same trip as its fdatasync)."""
         values.setdefault("updated_at", utcnow())
         query = self._update_statement(tuple(sorted(values)), fence is not None)
         params = {f"v_{name}": value for name, value in values.items()}
         params["b_id"], params["b_fence"] = upload_id, fence
-
-        def _update() -> int:
-            with self.engine.begin() as conn:
-                return conn.execute(query, params).rowcount
-        if not await anyio.to_thread.run_sync(_update) and fence is not None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(query, params).rowcount
+        if not updated and fence is not None:
             raise E.ERR_LOCKED("a newer request took over this upload; resume from its offset")
 
     def _update_statement(self, names: tuple[str, ...], fenced: bool) -> Update:

@@ -361,6 +361,27 @@ class Appender:
             os.close(self._fd)
         return self.written
 
+    async def close_then(self, record: Callable[[int], None]) -> int:
+        """``close``, then ``record(written)`` on the same pool thread once those bytes are
+        durable (the handler's offset update): one hand-off at the end of a PATCH instead of
+        two. Nothing is recorded when nothing was written, nor when the fdatasync failed."""
+        try:
+            await self._drain()
+            buffers, position = self._buffer, self._offset + self._scheduled
+            self._buffer, self._buffered = [], 0
+            if buffers or self.written:
+                await self._store.run(self._write_last_then, buffers, position, record)
+        finally:
+            os.close(self._fd)
+        return self.written
+
+    def _write_last_then(self, buffers: list[bytes], position: int, record: Callable[[int], None]) -> None:
+        """On the pool: the last batch, the fdatasync, then ``record``. The event loop is
+        awaiting this call, so ``written`` is counted here, before ``record`` may raise."""
+        self.written += self._write_last(buffers, position, self._store.fsync)
+        if self.written:
+            record(self.written)
+
 
 def _skip(buffers: list[Any], n: int) -> list[Any]:
     """The buffers left after a short ``pwritev`` wrote the first ``n`` bytes."""
