@@ -20,69 +20,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
+from benchstack import start_up, stop
+
 REPO = Path(__file__).resolve().parents[1]
-TUSFLOW = str(Path(sys.executable).parent / "tusflow")
 MiB = 1 << 20
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 64 * MiB
 TAIL = 1 * MiB
-
-
-def start_up(config: Path) -> tuple[subprocess.Popen, str, list[str]]:
-    proc = subprocess.Popen([TUSFLOW, "up", "--config", str(config), "--port", "0",
-                             "--host", "127.0.0.1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    found = threading.Event()
-    url: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            match = re.search(r"tusflow listening on (http://\S+)", line)
-            if match and not url:
-                url.append(match.group(1))
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(60):
-        stop(proc)
-        raise SystemExit("tusflow up did not start:\n" + "\n".join(lines[-30:]))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.options(url[0], timeout=2)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                stop(proc)
-                raise SystemExit("server did not answer")
-            time.sleep(0.1)
-    return proc, url[0], lines
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def one_upload(client: httpx.Client, url: str, size: int, block: bytes,
@@ -138,7 +91,8 @@ def main() -> int:
         f'[storage]\ndata_dir = "{data_dir}"\nfsync = {"false" if args.no_fsync else "true"}\n'
         '[worker]\ncount = 0\n'
         f'[uploads]\nmax_size = {4 * args.large_mib * MiB}\n')
-    proc, url, lines = start_up(config)
+    stack = start_up(config, timeout=60, wait_http=True)
+    proc, url = stack.proc, stack.url
     results: dict[str, list[tuple[float, float, bool]]] = {}
     try:
         block = os.urandom(CHUNK)

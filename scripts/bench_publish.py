@@ -7,31 +7,30 @@ HEVC version of the first, and runs each through ``tusflow up`` (private Redis, 
 throwaway data_dir) with the new defaults and with the baseline (fast_path = false,
 chunk_seconds = 0, progressive = false), interleaved in one run. For each it prints P, R,
 P/D, R/D (D = duration) and the ratio new/baseline, with 1 and 2 workers, then a scaling run:
-``tusflow up`` pinned with taskset to one core with one worker against two cores with two
-workers, same clip, ratio of R. The machine load (/proc/loadavg) is printed with the figures:
+one worker pinned with taskset to core 0 against two workers pinned to core 0 and core 1 (one
+core each; the workers are started on their own, ``tusflow up`` runs only Redis and the
+server), same clip, ratio of R. The machine load (/proc/loadavg) is printed with the figures:
 on a shared machine they are only comparable within one run. Not a test: figures for people.
 
     .venv/bin/python scripts/bench_publish.py [--durations 180 600] [--height 1080]
-        [--workers 1 2] [--no-scaling] [--no-hevc]
+        [--workers 1 2] [--no-scaling] [--no-hevc] [--no-h264] [--scaling-duration S]
+        [--no-baseline] [--chunk-seconds C ...] [--playable-only] [--clips DIR] [--logs DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
+import math
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
-TUSFLOW = str(Path(sys.executable).parent / "tusflow")
+from benchstack import loadavg, start_up, start_worker, stop_stack
 TUS = {"Tus-Resumable": "1.0.0"}
 BASELINE = {"fast_path": "false", "progressive": "false", "chunk_seconds": "0.0"}
 NEW: dict[str, str] = {}
@@ -69,42 +68,10 @@ def write_config(folder: Path, workers: int, transcode: dict[str, str]) -> Path:
     return path
 
 
-def start_up(config: Path, cpus: str | None) -> tuple[subprocess.Popen, str]:
-    argv = [TUSFLOW, "up", "--config", str(config), "--port", "0", "--host", "127.0.0.1"]
-    if cpus:
-        argv = ["taskset", "-c", cpus, *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    url: list[str] = []
-    found = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            match = re.search(r"tusflow listening on (http://\S+)", line)
-            if match and not url:
-                url.append(match.group(1))
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(90):
-        stop(proc)
-        raise SystemExit("tusflow up did not start")
-    return proc, url[0]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def publish_times(url: str, clip: Path, timeout: float) -> tuple[float, float]:
-    """Upload in one PATCH; (P, R) in seconds after the final PATCH returned."""
+def publish_times(url: str, clip: Path, timeout: float,
+                  playable_only: bool = False) -> tuple[float, float]:
+    """Upload in one PATCH; (P, R) in seconds after the final PATCH returned. With
+    ``playable_only`` it returns at playable, R = nan (for runs that measure P alone)."""
     data = clip.read_bytes()
     with httpx.Client(timeout=600) as client:
         created = client.post(url, headers={**TUS, "Upload-Length": str(len(data)),
@@ -123,6 +90,8 @@ def publish_times(url: str, clip: Path, timeout: float) -> tuple[float, float]:
             now = time.monotonic() - last_byte
             if item["state"] in ("playable", "ready") and playable is None:
                 playable = now
+                if playable_only:
+                    return playable, math.nan
             if item["state"] == "ready":
                 return playable or now, now
             if item["state"] == "failed":
@@ -132,18 +101,25 @@ def publish_times(url: str, clip: Path, timeout: float) -> tuple[float, float]:
 
 
 def run_one(root: Path, clip: Path, workers: int, transcode: dict[str, str],
-            cpus: str | None = None) -> tuple[float, float]:
+            pin: bool = False, playable_only: bool = False,
+            log: Path | None = None) -> tuple[float, float]:
+    """One upload on a fresh stack. ``pin``: the workers are started here, outside ``tusflow
+    up``, worker i pinned to core i alone (``taskset -c i``; its ffmpeg inherits that), and
+    the server and Redis are not pinned; else ``tusflow up`` starts ``workers`` unpinned."""
     folder = Path(tempfile.mkdtemp(dir=root))
-    proc, url = start_up(write_config(folder, workers, transcode), cpus)
+    config = write_config(folder, 0 if pin else workers, transcode)
+    stack = start_up(config, grace=0.0 if playable_only else None)
     try:
-        return publish_times(url, clip, timeout=7200)
+        if pin:
+            stack.workers = [start_worker(config, str(i), f"pinned{i}") for i in range(workers)]
+        return publish_times(stack.url, clip, timeout=7200, playable_only=playable_only)
     finally:
-        stop(proc)
+        stop_stack(stack)
+        if log is not None:  # what `tusflow up` and its workers logged, for a timeline
+            logs = [stack.lines] + [[(folder / f"pinned{i}.log").read_text(errors="replace")]
+                                    for i in range(len(stack.workers))]
+            log.write_text("\n".join(line for lines in logs for line in lines) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
 def main() -> int:
@@ -153,48 +129,78 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--no-hevc", action="store_true")
+    parser.add_argument("--no-h264", action="store_true",
+                        help="skip the H.264 rows of the table (the scaling run still uses "
+                             "the first H.264 clip)")
+    parser.add_argument("--scaling-duration", type=int,
+                        help="clip length of the scaling run (default: the first duration)")
     parser.add_argument("--chunk-seconds", type=float, nargs="*", default=[],
                         help="also run the new defaults with these chunk_seconds")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--clips", type=Path,
+                        help="keep the generated clips in this folder and reuse those found "
+                             "there (<h264|hevc>-<seconds>.mp4 at --height)")
+    parser.add_argument("--logs", type=Path,
+                        help="write each run's stack log to <clip>-<workers>w-<mode>.log here")
+    parser.add_argument("--playable-only", action="store_true",
+                        help="stop each run at playable (R not measured; not the scaling run)")
     args = parser.parse_args()
     modes: list[tuple[str, dict[str, str]]] = [("new", NEW)]
     modes += [(f"chunk{c:g}", {"chunk_seconds": str(float(c))}) for c in args.chunk_seconds]
     if not args.no_baseline:
         modes.append(("baseline", BASELINE))
     root = Path(tempfile.mkdtemp(prefix="bench-publish-"))
+    made: dict[tuple[int, bool], Path] = {}
+
+    def clip_of(seconds: int, hevc: bool = False) -> Path:
+        if (seconds, hevc) not in made:
+            kind = "hevc" if hevc else "h264"
+            path = (args.clips or root) / f"{kind}-{seconds}.mp4"
+            made[seconds, hevc] = path if path.is_file() else make_clip(path, seconds,
+                                                                        args.height, hevc=hevc)
+        return made[seconds, hevc]
+
     try:
         print(f"load before generating: {loadavg()}", flush=True)
-        clips = [(f"h264-{d}s", d, make_clip(root / f"h264-{d}.mp4", d, args.height))
-                 for d in args.durations]
+        clips = [] if args.no_h264 else [(f"h264-{d}s", d, clip_of(d)) for d in args.durations]
         if not args.no_hevc:
             d = args.durations[0]
-            clips.append((f"hevc-{d}s", d, make_clip(root / f"hevc-{d}.mp4", d, args.height,
-                                                     hevc=True)))
+            clips.append((f"hevc-{d}s", d, clip_of(d, hevc=True)))
+        scaling_d = args.scaling_duration or args.durations[0]
+        scaling_clip = None if args.no_scaling else clip_of(scaling_d)
         print(f"{'clip':>12} {'workers':>7} {'mode':>8} {'P s':>7} {'R s':>7} {'P/D':>6} "
-              f"{'R/D':>6} {'load':>22}", flush=True)
+              f"{'R/D':>6}  load before -> after", flush=True)
         for name, duration, clip in clips:
             for workers in args.workers:
                 figures = {}
                 for mode, settings in modes:  # interleaved
-                    p, r = run_one(root, clip, workers, settings)
+                    before = loadavg()
+                    log = args.logs / f"{name}-{workers}w-{mode}.log" if args.logs else None
+                    p, r = run_one(root, clip, workers, settings,
+                                   playable_only=args.playable_only, log=log)
                     figures[mode] = (p, r)
                     print(f"{name:>12} {workers:>7} {mode:>8} {p:7.1f} {r:7.1f} "
-                          f"{p / duration:6.3f} {r / duration:6.3f} {loadavg():>22}", flush=True)
+                          f"{p / duration:6.3f} {r / duration:6.3f}  {before} -> {loadavg()}",
+                          flush=True)
                 if "baseline" in figures:
                     pb, rb = figures["baseline"]
                     for mode, (pn, rn) in figures.items():
                         if mode != "baseline":
                             print(f"{name:>12} {workers:>7} {mode + '/b':>8} {pn / pb:7.3f} "
                                   f"{rn / rb:7.3f}", flush=True)
-        if not args.no_scaling:
-            name, duration, clip = clips[0]
+        if scaling_clip is not None:
             chunked = next((c for c in args.chunk_seconds if c > 0), None)
             settings = NEW if chunked is None else {"chunk_seconds": str(float(chunked))}
             label = "new defaults" if chunked is None else f"chunk_seconds={chunked:g}"
-            _, r1 = run_one(root, clip, 1, settings, cpus="0")
-            _, r2 = run_one(root, clip, 2, settings, cpus="0,1")
-            print(f"scaling {name} ({label}): R 1 worker/1 core {r1:.1f} s, 2 workers/2 cores "
-                  f"{r2:.1f} s, speed-up {r1 / r2:.2f}x  load {loadavg()}", flush=True)
+            # Each worker on a core of its own (taskset -c 0, taskset -c 1), started outside
+            # `tusflow up`; the server and Redis are not pinned (they idle while ffmpeg runs).
+            before1 = loadavg()
+            _, r1 = run_one(root, scaling_clip, 1, settings, pin=True)
+            before2 = loadavg()
+            _, r2 = run_one(root, scaling_clip, 2, settings, pin=True)
+            print(f"scaling h264-{scaling_d}s ({label}): R 1 worker on core 0 {r1:.1f} s "
+                  f"(load {before1} -> {before2}), 2 workers on cores 0 and 1 {r2:.1f} s "
+                  f"(load {before2} -> {loadavg()}), speed-up {r1 / r2:.2f}x", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
