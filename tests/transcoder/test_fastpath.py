@@ -52,6 +52,11 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "hevc": make_clip(d / "hevc.mp4", size="320x180", duration=3.0,
                           vcodec=["-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
                                   "log-level=error", "-pix_fmt", "yuv420p"]),
+        # a phone in HEVC mode: AAC-LC stereo 48 kHz, the audio the quick rung copies
+        "hevc_stereo": make_clip(d / "hevc_stereo.mp4", size="320x180", duration=3.0,
+                                 vcodec=["-c:v", "libx265", "-preset", "ultrafast",
+                                         "-x265-params", "log-level=error", "-pix_fmt",
+                                         "yuv420p"], extra=aac),
         "vfr": make_clip(d / "vfr.mp4", size="320x180", duration=4.0,
                          vcodec=["-vf", "select='not(between(t,1,1.5))+lt(mod(n,3),2)'",
                                  "-vsync", "vfr", *x264]),
@@ -214,3 +219,47 @@ def test_master_is_replaced_atomically(tmp_path) -> None:
     text = (tmp_path / "master.m3u8").read_text()
     assert text.startswith("#EXTM3U") and hashlib.sha256(text.encode()).hexdigest() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master.m3u8"]
+
+
+def _audio_packets(path: Path) -> list[tuple[str, str]]:
+    data = ffprobe(path, "-select_streams", "a:0", "-show_entries", "packet=size,duration_ts")
+    return [(p["size"], p.get("duration_ts")) for p in data["packets"]]
+
+
+def test_quick_rung_copies_stereo_aac_instead_of_encoding_it(clips, cfg, tmp_path) -> None:
+    """An HEVC source with AAC-LC stereo: the quick rung's audio is the source's own packets
+    (no AAC encode, a measured ~12 % of the quick rung's CPU on a 1080p HEVC lecture) and still
+    plays beside the quick video rung in the first master."""
+    info = probe(clips["hevc_stereo"], cfg)
+    assert fastpath.first_rung_copies_audio(info)
+    argv = fastpath.first_rung_command(cfg, info, fastpath.first_rung_plan(info, cfg))
+    assert argv[argv.index("-c:a") + 1] == "copy" and "aac" not in argv
+    result, seen, live = _run(clips["hevc_stereo"], cfg, tmp_path)
+    assert not seen["verdict"].eligible
+    first, _, lines = parse_master(seen["masters"][0])
+    assert [uri for _, uri in first] == ["quick-120p/index.m3u8"]
+    assert any("audio-first/index.m3u8" in line for line in lines)
+    media = parse_media((live / "audio-first/index.m3u8").read_text())
+    joined = tmp_path / "audio.mp4"
+    joined.write_bytes((live / "audio-first" / media["map"]).read_bytes() + b"".join(
+        (live / "audio-first" / uri).read_bytes() for _, uri, _ in media["segments"]))
+    assert _audio_packets(joined) == _audio_packets(clips["hevc_stereo"])
+    # what a player plays decodes cleanly, audio and video together
+    proc = run(["ffmpeg", "-v", "error", "-xerror", "-i", str(live / "master.m3u8"), "-map",
+                "0", "-f", "null", "-"])
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+
+
+def test_quick_rung_encodes_audio_it_may_not_copy(clips, cfg, tmp_path) -> None:
+    """Mono (the stand-in's group says CHANNELS="2"), MP3, and AAC that starts later than the
+    video (a copy would keep the offset the re-timed video loses) are encoded once to AAC."""
+    late = tmp_path / "late.mp4"
+    proc = run(["ffmpeg", "-v", "error", "-y", "-i", str(clips["hevc_stereo"]), "-itsoffset",
+                "0.5", "-i", str(clips["hevc_stereo"]), "-map", "0:v", "-map", "1:a", "-c",
+                "copy", str(late)])
+    assert proc.returncode == 0, proc.stderr
+    for clip in (clips["hevc"], clips["mkv_mp3"], late):
+        info = probe(clip, cfg)
+        assert not fastpath.first_rung_copies_audio(info), clip.name
+        argv = fastpath.first_rung_command(cfg, info, fastpath.first_rung_plan(info, cfg))
+        assert argv[argv.index("-c:a") + 1] == "aac", clip.name
