@@ -141,6 +141,33 @@ def _audio_outputs(cfg: TranscodeConfig, probe: ProbeResult,
     return 1 if shares_audio(cfg, probe) else len(plans)
 
 
+def _decoded_head(cfg: TranscodeConfig, probe: ProbeResult) -> str:
+    """The start of every video chain: the source's video stream, deinterlaced and
+    tone-mapped once, so the whole ladder and a chunk's ladder see the same picture."""
+    assert probe.video is not None
+    head = f"[0:{probe.video.index}]" + ("bwdif=mode=send_frame," if probe.video.interlaced
+                                         else "")
+    if probe.video.hdr:
+        head += tonemap_filters(cfg, probe) + ","
+    return head
+
+
+def _cascade(head: str, rungs: Sequence[str]) -> list[str]:
+    """The rungs' chains, largest first: rung ``i`` reads ``head`` then the copy ``[c{i-1}]``
+    the rung above split off, writes ``[v{i}]``, and splits ``[c{i}]`` for the next one (all
+    but the last), so every scaler reads the smallest picture it can."""
+    parts = []
+    last = len(rungs) - 1
+    for i, filters in enumerate(rungs):
+        taps = [f"v{i}"] + ([f"c{i}"] if i < last else [])
+        chain = head + filters
+        if len(taps) > 1:
+            chain += f",split={len(taps)}"
+        parts.append(chain + "".join(f"[{t}]" for t in taps))
+        head = f"[c{i}]"
+    return parts
+
+
 def _filter_graph(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[RenditionPlan],
                   poster: PosterPlan | None, storyboard: StoryboardPlan | None,
                   audio: AudioPlan | None = None) -> str:
@@ -154,25 +181,14 @@ def _filter_graph(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[Rend
     for input, and a side branch waiting for its first image behind it would make every
     rung's queue hold all those copies (issue 14). Fed decoded frames only, a waiting side
     branch just makes ffmpeg read on."""
-    assert probe.video is not None
     parts = []
-    head = f"[0:{probe.video.index}]" + ("bwdif=mode=send_frame," if probe.video.interlaced
-                                         else "")
-    if probe.video.hdr:
-        head += tonemap_filters(cfg, probe) + ","
+    head = _decoded_head(cfg, probe)
     side = (["ps"] if poster else []) + (["sb"] if storyboard else [])
     if side:
         parts.append(head + f"split={len(side) + 1}" + "".join(f"[{t}]"
                                                               for t in ["src", *side]))
         head = "[src]"
-    last = len(plans) - 1
-    for i, plan in enumerate(plans):
-        taps = [f"v{i}"] + ([f"c{i}"] if i < last else [])
-        chain = head + _rung_filters(plan)
-        if len(taps) > 1:
-            chain += f",split={len(taps)}"
-        parts.append(chain + "".join(f"[{t}]" for t in taps))
-        head = f"[c{i}]"
+    parts += _cascade(head, [_rung_filters(plan) for plan in plans])
     if poster is not None:
         parts.append(f"[ps]{poster.filter()}[poster]")
     if storyboard is not None:
@@ -342,21 +358,9 @@ def _chunk_filter_graph(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequenc
                         frames: Sequence[tuple[int, int | None]]) -> str:
     """The ladder's cascade (each rung scaled from the one above), video only, with each
     rung cut to its own frame range of the chunk."""
-    assert probe.video is not None
-    parts = []
-    head = f"[0:{probe.video.index}]" + ("bwdif=mode=send_frame," if probe.video.interlaced
-                                         else "")
-    if probe.video.hdr:
-        head += tonemap_filters(cfg, probe) + ","
-    last = len(plans) - 1
-    for i, (plan, (first, end)) in enumerate(zip(plans, frames)):
-        taps = [f"v{i}"] + ([f"c{i}"] if i < last else [])
-        chain = head + _chunk_rung_filters(plan, first, end)
-        if len(taps) > 1:
-            chain += f",split={len(taps)}"
-        parts.append(chain + "".join(f"[{t}]" for t in taps))
-        head = f"[c{i}]"
-    return ";".join(parts)
+    return ";".join(_cascade(_decoded_head(cfg, probe),
+                             [_chunk_rung_filters(plan, first, end)
+                              for plan, (first, end) in zip(plans, frames)]))
 
 
 def chunk_command(cfg: TranscodeConfig, probe: ProbeResult, plans: Sequence[RenditionPlan],
