@@ -258,14 +258,12 @@ class ConnectionGuard:
             self.timer = None
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the head limits, timeout and per-address cap."""
+class _GuardedConnection(asyncio.Protocol):
+    """What both guarded protocols do as a connection opens and closes: the guard counts it
+    against its address and arms the head timeout, then forgets it. A mixin placed before
+    uvicorn's protocol, so ``super()`` reaches uvicorn's own handlers."""
 
-    def __init__(self, config: GuardedConfig, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.guard = ConnectionGuard(config, server_state, self.loop)
-        self.awaiting_head = True
+    guard: ConnectionGuard
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -274,6 +272,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.closed()
         super().connection_lost(exc)
+
+
+class GuardedHttpToolsProtocol(_GuardedConnection, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the head limits, timeout and per-address cap."""
+
+    def __init__(self, config: GuardedConfig, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.guard = ConnectionGuard(config, server_state, self.loop)
+        self.awaiting_head = True
 
     def data_received(self, data: bytes) -> None:
         self.guard.received(data, super().data_received, lambda: self.awaiting_head)
@@ -294,21 +302,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedH11Protocol(_GuardedConnection, H11Protocol):
     """uvicorn's h11 protocol with the same limits; h11's own state says when a head is due."""
 
     def __init__(self, config: GuardedConfig, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.guard = ConnectionGuard(config, server_state, self.loop)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.guard.opened(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.guard.closed()
-        super().connection_lost(exc)
 
     def _head_pending(self) -> bool:
         return self.conn.their_state is h11.IDLE
