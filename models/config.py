@@ -18,7 +18,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, get_type_hints
+from typing import Any, Callable, Mapping, Sequence, get_type_hints
 
 ENV_PREFIX = "TUSFLOW_"
 # The config file a process was started with, exported to the processes it starts (uvicorn's
@@ -378,15 +378,7 @@ def _to_strs(value: Any, where: str, base: Path) -> tuple[str, ...]:
 
 def _to_s3(value: Any, where: str, base: Path) -> S3Config:
     """A nested table (``[storage.s3]``): each key converted like a section's."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a table")
-    types = get_type_hints(S3Config)
-    kwargs = {}
-    for key, item in value.items():
-        if key not in types:
-            raise ConfigError(f"{where} {key}: unknown key")
-        kwargs[key] = CONVERTERS[types[key]](item, f"{where}.{key}", base)
-    return S3Config(**kwargs)
+    return _table(S3Config, _field_types(S3Config), value, where, ".", base)
 
 
 Converter = Callable[[Any, str, Path], Any]
@@ -421,8 +413,19 @@ def _field_types(cls: type) -> dict[str, Any]:
 _FIELD_TYPES: dict[str, dict[str, Any]] = {name: _field_types(_section_class(name)) for name in _SECTIONS}
 
 
-def _coerce(section: str, key: str, value: Any, base: Path) -> Any:
-    return CONVERTERS[_FIELD_TYPES[section][key]](value, f"[{section}] {key}", base)
+def _table(cls: type, types: Mapping[str, Any], values: Any, where: str, sep: str,
+           base: Path) -> Any:
+    """One TOML table as the dataclass ``cls``: every key must be a field, and is converted
+    by its type's row in CONVERTERS. Sections (``[uploads] max_size``) and nested tables
+    (``[storage] s3.bucket``) go through here alike, so both refuse and report the same way."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table")
+    kwargs = {}
+    for key, value in values.items():
+        if key not in types:
+            raise ConfigError(f"{where}{sep}{key}: unknown key")
+        kwargs[key] = CONVERTERS[types[key]](value, f"{where}{sep}{key}", base)
+    return cls(**kwargs)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -432,11 +435,16 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+def _one_of(value: str, choices: Sequence[str], where: str) -> None:
+    """A key whose value names one of a fixed set; the message lists the set, so a typo is
+    fixed from the error alone."""
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {list(choices)}")
+
+
 def _check_transcode_quality(t: TranscodeConfig) -> None:
-    if t.rate_control not in RATE_CONTROLS:
-        raise ConfigError(f"[transcode] rate_control must be one of {list(RATE_CONTROLS)}")
-    if t.hdr_tonemap not in TONEMAP_CURVES:
-        raise ConfigError(f"[transcode] hdr_tonemap must be one of {list(TONEMAP_CURVES)}")
+    _one_of(t.rate_control, RATE_CONTROLS, "[transcode] rate_control")
+    _one_of(t.hdr_tonemap, TONEMAP_CURVES, "[transcode] hdr_tonemap")
     for rung in t.ladder:
         if not 0 <= rung.quality <= 51:
             raise ConfigError(f"[transcode] ladder: rung {rung.name!r} quality must be 0-51")
@@ -487,15 +495,8 @@ def load_settings(path: str | os.PathLike[str] | None = None,
     for section, values in raw.items():
         if section not in _SECTIONS:
             raise ConfigError(f"unknown section [{section}]")
-        if not isinstance(values, dict):
-            raise ConfigError(f"[{section}] must be a table")
-        cls = _section_class(section)
-        kwargs = {}
-        for key, value in values.items():
-            if key not in _FIELD_TYPES[section]:
-                raise ConfigError(f"[{section}] {key}: unknown key")
-            kwargs[key] = _coerce(section, key, value, base)
-        sections[section] = cls(**kwargs)
+        sections[section] = _table(_section_class(section), _FIELD_TYPES[section], values,
+                                   f"[{section}]", " ", base)
 
     settings = Settings(**sections, config_path=config_path)
     if not sections.get("storage") or "data_dir" not in raw.get("storage", {}):
@@ -529,8 +530,7 @@ def _validate(s: Settings) -> None:
 
 
 def _check_storage(st: StorageConfig) -> None:
-    if st.backend not in STORAGE_BACKENDS:
-        raise ConfigError(f"[storage] backend must be one of {list(STORAGE_BACKENDS)}")
+    _one_of(st.backend, STORAGE_BACKENDS, "[storage] backend")
     if not MIN_PART_SIZE <= st.s3.part_size <= MAX_PART_SIZE:
         raise ConfigError("[storage.s3] part_size must be between 5 MiB and 5 GiB (S3's part limits)")
     if st.s3.max_buffered_parts < 1:
@@ -540,8 +540,7 @@ def _check_storage(st: StorageConfig) -> None:
 
 
 def _check_locks(s: "Settings") -> None:
-    if s.locks.backend not in LOCK_BACKENDS:
-        raise ConfigError(f"[locks] backend must be one of {list(LOCK_BACKENDS)}")
+    _one_of(s.locks.backend, LOCK_BACKENDS, "[locks] backend")
     if s.locks.lease <= 0:
         raise ConfigError("[locks] lease must be > 0")
     base = s.delivery.public_base_url
