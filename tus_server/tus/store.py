@@ -2,10 +2,11 @@
 
 File I/O runs on a small thread pool so the event loop never blocks. Appends are batched
 (about 1 MiB) and one batch is written while the next is received, which keeps a single upload
-near disk speed with bounded memory. Concatenation and checksum commits copy inside the kernel
+near disk speed with bounded memory; the body's last batch, the fdatasync and the offset update
+take one trip to the pool together, so a PATCH of up to 1 MiB costs one hand-off. Concatenation and checksum commits copy inside the kernel
 (``copy_file_range``), so no byte of a final upload passes through Python.
 
-With ``fsync`` on, every written batch also starts its own writeback
+With ``fsync`` on, every written batch but the last also starts its own writeback
 (``sync_file_range(SYNC_FILE_RANGE_WRITE)``): the disk then writes while the rest of the body is
 still arriving, instead of the whole PATCH sitting dirty in the page cache until the
 ``fdatasync`` before the answer. That fdatasync still runs and is still what makes the offset
@@ -29,9 +30,6 @@ from models.tables import Upload
 from tus_server.tus.datastore import Content
 
 BATCH_BYTES = 1 << 20
-# While the writer thread is idle it gets what there is from 256 KiB on, so a small PATCH is
-# written while it arrives instead of all at its end; a busy writer lets batches grow to 1 MiB.
-FIRST_BATCH_BYTES = 256 << 10
 BATCH_CHUNKS = 256  # tiny chunks from a slow client must not pile up as many objects
 IOV_MAX = 1024
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, don't wait
@@ -329,11 +327,17 @@ class Appender:
     async def write(self, chunk: bytes) -> None:
         if self.failed is not None:
             raise self.failed
+        # A full batch goes to the pool when the next chunk arrives, not as it fills: the end
+        # of a body then always has bytes left for ``close``, whose one hand-off writes them,
+        # fdatasyncs and (``close_then``) records the offset. A body of up to a batch (1 MiB
+        # PATCHes) costs that one hand-off and one disk write; smaller early batches cost
+        # more CPU in thread switches, and their writeback split the fdatasync's I/O in two.
+        if self._buffered >= BATCH_BYTES or len(self._buffer) >= BATCH_CHUNKS:
+            await self._flush_async()
+            if self.failed is not None:
+                raise self.failed
         self._buffer.append(chunk)
         self._buffered += len(chunk)
-        if (self._buffered >= BATCH_BYTES or len(self._buffer) >= BATCH_CHUNKS
-                or (self._buffered >= FIRST_BATCH_BYTES and (self._inflight is None or self._inflight.done()))):
-            await self._flush_async()
 
     async def _flush_async(self) -> None:
         await self._drain()
