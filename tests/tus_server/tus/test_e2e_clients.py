@@ -18,6 +18,7 @@ from models.config import load_settings
 from tests.support.procs import REPO, Proc
 from tests.support.s3 import stored_upload
 from tests.support.proxy import CuttingProxy
+from tests.support.tusjs import tus_js_upload
 
 pytestmark = pytest.mark.e2e
 NODE = shutil.which("node")
@@ -80,17 +81,7 @@ def test_tuspy_through_cutting_proxy_killed_and_resumed(start_server, data_dir, 
 def test_tus_js_client_through_cutting_proxy(start_server, data_dir, tmp_path, source, mode, parallel) -> None:
     path, data = source
     server = start_server()
-    proxy = CuttingProxy(server.url, cut_every=400_000, max_cuts=3)
-    try:
-        proc = Proc([NODE, str(REPO / "tests" / "node" / "upload.js"), proxy.url_for(server.url), str(path),
-                     str(256 * 1024), str(parallel), mode], cwd=REPO, name=f"tus-js-{mode}")
-        done = proc.wait_for(r"^(done|error) (.*)$", timeout=120)
-        assert done.group(1) == "done", proc.output[-3000:]
-        proc.stop()
-        assert proxy.cuts >= 1, "the proxy never cut a connection: the test proved nothing"
-    finally:
-        proxy.close()
-    url = done.group(2).replace(proxy.origin, server.origin)
+    url = tus_js_upload(server, path, chunk=256 * 1024, mode=mode, parallel=parallel)
     assert sha256(stored_bytes(server, url)) == sha256(data)
     r = httpx.get(url)
     assert r.status_code == 200 and sha256(r.content) == sha256(data)
