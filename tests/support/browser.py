@@ -8,11 +8,16 @@ state poll ``page.evaluate`` (evaluated by the debugger, not the page) instead o
 
 from __future__ import annotations
 
+import functools
+import shutil
 import time
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tests.support.files import ARTIFACTS
+from tests.support.httpd import local_http
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -20,6 +25,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 MIB = 1024 * 1024
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 375, "height": 760}
+HLS_JS = Path(__file__).resolve().parents[2] / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 
 
 def wait_js(page: Any, expression: str, timeout: float = 10.0, what: str | None = None) -> Any:
@@ -76,3 +82,62 @@ def throttle_upload(page: Any, bytes_per_second: int) -> None:
     cdp.send("Network.enable")
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": bytes_per_second})
+
+
+def wait_progress(page: Any, fraction: float, timeout: float = 30.0) -> None:
+    """Wait until the upload page's progress bar is past ``fraction`` of the file."""
+    wait_js(page, "(() => { const p = document.getElementById('progress'); "
+                  f"return p.value / p.max > {fraction} }})()",
+            timeout=timeout, what=f"{fraction:.0%} uploaded")
+
+
+def reload_mid_upload(page: Any, origin: str, clip: Path, title: str) -> str:
+    """Publish ``clip`` from the upload page at ``origin`` throttled to 12 MB/s, reload once
+    30 % is up, and return the id of the unfinished upload the reloaded page offers: the
+    starting point of every resume test. (The page fixture accepts the beforeunload prompt.)"""
+    throttle_upload(page, 12_000_000)
+    page.goto(f"{origin}/")
+    page.set_input_files("#file", str(clip))
+    page.fill("#title", title)
+    page.click("#publish")
+    wait_progress(page, 0.3)
+    page.reload()
+    return wait_js(page, "document.querySelector('#unfinished-list li')?.dataset.id", timeout=10,
+                   what="the unfinished upload offered")
+
+
+def watch_upload_requests(page: Any) -> dict[str, int]:
+    """Count the page's upload creations (``posts``) and note the offset of its first PATCH
+    (``first_patch``), so a test can tell a resumed upload from one started over."""
+    seen = {"posts": 0}
+
+    def watch(request: Any) -> None:
+        if request.method == "PATCH" and "first_patch" not in seen:
+            seen["first_patch"] = int(request.headers["upload-offset"])
+        if request.method == "POST" and "/files" in request.url:
+            seen["posts"] += 1
+    page.on("request", watch)
+    return seen
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def hls_page(chromium: Any, site: Path, html: str) -> Iterator[Any]:
+    """A Chromium page on ``html`` (a test page driving hls.js) served with the HLS files in
+    ``site`` from a plain loopback server: the player meets the files as a CDN would serve
+    them, with no tusflow in between. hls.min.js and index.html are written into ``site``."""
+    shutil.copy(HLS_JS, site / "hls.min.js")
+    (site / "index.html").write_text(html, encoding="utf-8")
+    handler = functools.partial(_QuietFiles, directory=str(site))
+    with local_http(handler) as origin:  # type: ignore[arg-type]
+        context = chromium.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{origin}/index.html")
+            yield page
+        finally:
+            context.close()

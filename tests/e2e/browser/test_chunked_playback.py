@@ -5,21 +5,17 @@ and served from a plain loopback HTTP server."""
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable
 
 from models.layout import Layout
 from models.lifecycle import MediaState
-from tests.support.browser import wait_js
-from tests.support.httpd import local_http
+from tests.support.browser import hls_page, wait_js
 from tests.support.media import make_clip
 from tests.support.stack import SLOW_LADDER, upload
 
-HLS_JS = Path(__file__).resolve().parents[3] / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>joins</title>
 <script src="hls.min.js"></script></head><body><video muted playsinline></video><script>
 const video = document.querySelector('video');
@@ -32,11 +28,6 @@ hls.attachMedia(video);
 window.hls = hls;
 </script></body></html>"""
 JOINS = (4.0, 8.0)  # chunk_seconds = 4 on a 10 s clip
-
-
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def test_playback_passes_every_chunk_join_on_every_rung(
@@ -52,32 +43,23 @@ def test_playback_passes_every_chunk_join_on_every_rung(
     assert any("part=chunk-2" in line for w in s.workers for line in w.output.splitlines())
     site = tmp_path / "site"
     shutil.copytree(Layout(s.settings.data_dir).media_dir(media_id), site)
-    shutil.copy(HLS_JS, site / "hls.min.js")
-    (site / "index.html").write_text(PAGE, encoding="utf-8")
-    handler = functools.partial(Quiet, directory=str(site))
-    with local_http(handler) as origin:  # type: ignore[arg-type]
-        context = chromium.new_context()
-        try:
-            page = context.new_page()
-            page.goto(f"{origin}/index.html")
-            levels = wait_js(page, "window.report && report.levels", 15, "manifest parsed")
-            assert levels >= 2
-            for level in range(levels):
-                page.evaluate(f"hls.currentLevel = {level}")
-                for join in JOINS:
-                    page.evaluate(f"document.querySelector('video').currentTime = {join - 0.6}")
-                    page.evaluate("document.querySelector('video').play()")
-                    wait_js(page, f"document.querySelector('video').currentTime > {join + 0.4}",
-                            20, f"level {level} past the join at {join} s")
-                    assert page.evaluate("hls.currentLevel") in (level, -1)
-            wait_js(page, "document.querySelector('video').buffered.length >= 1", 5, "buffered")
-            report = page.evaluate("report")
-            assert not [e for e in report["errors"] if "fatal" in e], json.dumps(report)
-            # Forced level switches and seeks abort loads and re-append fragments that are
-            # buffered already (bufferAppendNoProgress: "appended without buffered range
-            # growth"); a gap at a join would stall currentTime above, not show up here.
-            benign = ("aborted", "bufferStalledError", "bufferNudgeOnStall",
-                      "bufferAppendNoProgress")
-            assert not [e for e in report["errors"] if e not in benign], json.dumps(report)
-        finally:
-            context.close()
+    with hls_page(chromium, site, PAGE) as page:
+        levels = wait_js(page, "window.report && report.levels", 15, "manifest parsed")
+        assert levels >= 2
+        for level in range(levels):
+            page.evaluate(f"hls.currentLevel = {level}")
+            for join in JOINS:
+                page.evaluate(f"document.querySelector('video').currentTime = {join - 0.6}")
+                page.evaluate("document.querySelector('video').play()")
+                wait_js(page, f"document.querySelector('video').currentTime > {join + 0.4}",
+                        20, f"level {level} past the join at {join} s")
+                assert page.evaluate("hls.currentLevel") in (level, -1)
+        wait_js(page, "document.querySelector('video').buffered.length >= 1", 5, "buffered")
+        report = page.evaluate("report")
+        assert not [e for e in report["errors"] if "fatal" in e], json.dumps(report)
+        # Forced level switches and seeks abort loads and re-append fragments that are
+        # buffered already (bufferAppendNoProgress: "appended without buffered range
+        # growth"); a gap at a join would stall currentTime above, not show up here.
+        benign = ("aborted", "bufferStalledError", "bufferNudgeOnStall",
+                  "bufferAppendNoProgress")
+        assert not [e for e in report["errors"] if e not in benign], json.dumps(report)

@@ -4,22 +4,16 @@ from a plain loopback HTTP server, each level forced in turn."""
 
 from __future__ import annotations
 
-import functools
 import json
-import shutil
-from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from models.config import Rung, TranscodeConfig
 from transcoder.pipeline import transcode
-from tests.support.browser import wait_js
-from tests.support.httpd import local_http
+from tests.support.browser import hls_page, wait_js
 from tests.support.media import make_clip
 
-HLS_JS = Path(__file__).resolve().parents[3] / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>audio group</title>
 <script src="hls.min.js"></script></head><body><video muted playsinline></video><script>
 const video = document.querySelector('video');
@@ -40,11 +34,6 @@ window.hls = hls;
 </script></body></html>"""
 
 
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def ladder(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src") / "lecture.mp4"
@@ -53,31 +42,22 @@ def ladder(tmp_path_factory) -> Path:
     cfg = TranscodeConfig(ladder=(Rung("360p", 360, 600, 96), Rung("240p", 240, 300, 64)),
                           segment_duration=2, keyframe_interval=1, rung_min_saving=0.0)
     transcode(src, out, cfg, timeout=180)
-    shutil.copy(HLS_JS, out / "hls.min.js")
-    (out / "index.html").write_text(PAGE, encoding="utf-8")
     assert '#EXT-X-MEDIA:TYPE=AUDIO' in (out / "master.m3u8").read_text(encoding="utf-8")
     return out
 
 
 def test_audio_group_plays_with_every_rung(chromium, ladder):
-    handler = functools.partial(Quiet, directory=str(ladder))
-    with local_http(handler) as origin:  # type: ignore[arg-type]
-        context = chromium.new_context()
-        try:
-            page = context.new_page()
-            page.goto(f"{origin}/index.html")
-            levels = wait_js(page, "window.report && report.levels", 15, "manifest parsed")
-            assert levels == 2
-            assert wait_js(page, "report.audioTracks", 15, "audio tracks") == 1
-            for level in range(levels):
-                page.evaluate(f"hls.currentLevel = {level}")
-                wait_js(page, f"report.buffered['main:{level}'] >= 1", 15, f"level {level}")
-                start = page.evaluate("document.querySelector('video').currentTime")
-                wait_js(page, f"document.querySelector('video').currentTime > {start} + 0.5",
-                        15, f"playing on level {level}")
-            report = page.evaluate("report")
-            assert report["buffered"].get("audio:0", 0) >= 1, json.dumps(report)
-            assert page.evaluate("document.querySelector('video').webkitAudioDecodedByteCount") > 0
-            assert not [e for e in report["errors"] if "fatal" in e], report["errors"]
-        finally:
-            context.close()
+    with hls_page(chromium, ladder, PAGE) as page:
+        levels = wait_js(page, "window.report && report.levels", 15, "manifest parsed")
+        assert levels == 2
+        assert wait_js(page, "report.audioTracks", 15, "audio tracks") == 1
+        for level in range(levels):
+            page.evaluate(f"hls.currentLevel = {level}")
+            wait_js(page, f"report.buffered['main:{level}'] >= 1", 15, f"level {level}")
+            start = page.evaluate("document.querySelector('video').currentTime")
+            wait_js(page, f"document.querySelector('video').currentTime > {start} + 0.5",
+                    15, f"playing on level {level}")
+        report = page.evaluate("report")
+        assert report["buffered"].get("audio:0", 0) >= 1, json.dumps(report)
+        assert page.evaluate("document.querySelector('video').webkitAudioDecodedByteCount") > 0
+        assert not [e for e in report["errors"] if "fatal" in e], report["errors"]

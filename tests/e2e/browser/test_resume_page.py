@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.support.browser import DESKTOP, MIB, throttle_upload, wait_js
+from tests.support.browser import (DESKTOP, MIB, reload_mid_upload, throttle_upload, wait_js,
+                                   wait_progress, watch_upload_requests)
 from tests.support.files import sha256_file
 from tests.support.proxy import CuttingProxy
 from tests.support.stack import Stack
@@ -42,28 +43,12 @@ def test_publish_pressed_during_the_lookup_continues_the_earlier_upload(
     proxy = CuttingProxy(s.origin, cut_every=1 << 40, max_cuts=0)  # counts every byte sent upstream
     page = open_page(DESKTOP)
     try:
-        throttle_upload(page, 12_000_000)
-        page.goto(f"{proxy.origin}/")
-        page.set_input_files("#file", str(clip64))
-        page.fill("#title", "Lecture, pressed at once")
-        page.click("#publish")
-        wait_js(page, "(() => { const p = document.getElementById('progress'); return p.value / p.max > 0.3 })()",
-                timeout=30, what="30 % uploaded")
-        page.reload()  # the beforeunload prompt is accepted by the page fixture
-        upload_id = wait_js(page, "document.querySelector('#unfinished-list li')?.dataset.id", timeout=10,
-                            what="the unfinished upload offered")
+        upload_id = reload_mid_upload(page, proxy.origin, clip64, "Lecture, pressed at once")
         row = wait_until(lambda: (u := s.upload(upload_id)) and u.offset > 0 and u, 10, "server-side offset")
         offset_at_resume = row.offset
         assert 0.25 * size < offset_at_resume < size
 
-        seen: dict[str, Any] = {"posts": 0}
-
-        def watch(request: Any) -> None:
-            if request.method == "PATCH" and "first_patch" not in seen:
-                seen["first_patch"] = int(request.headers["upload-offset"])
-            if request.method == "POST" and "/files" in request.url:
-                seen["posts"] += 1
-        page.on("request", watch)
+        seen = watch_upload_requests(page)
         page.evaluate(WATCH_PUBLISH)
         # The look-up asks the server about the earlier upload; that answer is held until
         # Publish has been pressed, so the click surely lands while the look-up runs.
@@ -108,8 +93,7 @@ def test_exhausted_client_retries_say_the_connection_was_lost(
         page.set_input_files("#file", str(clip64))
         page.fill("#title", "Lost connection")
         page.click("#publish")
-        wait_js(page, "(() => { const p = document.getElementById('progress'); return p.value / p.max > 0.1 })()",
-                timeout=30, what="10 % uploaded")
+        wait_progress(page, 0.1)
         proxy.close()  # the network is gone: every retry fails without progress
         closed = True
         page.wait_for_selector("#upload-error:not([hidden])", timeout=30_000)

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.support.browser import DESKTOP, MIB, PHONE, audit, screenshot, throttle_upload, wait_js
+from tests.support.browser import (DESKTOP, MIB, PHONE, audit, reload_mid_upload, screenshot,
+                                   throttle_upload, wait_js, watch_upload_requests)
 from tests.support.files import sha256_file
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
@@ -202,17 +203,7 @@ def test_reload_mid_upload_resumes_with_only_the_remaining_bytes(stack: Callable
     proxy = CuttingProxy(s.origin, cut_every=1 << 40, max_cuts=0)  # counts every byte sent upstream
     page = open_page(DESKTOP)
     try:
-        throttle_upload(page, 12_000_000)
-        page.goto(f"{proxy.origin}/")
-        page.set_input_files("#file", str(clip64))
-        page.fill("#title", "Resumed lecture")
-        page.click("#publish")
-        wait_js(page, "(() => { const p = document.getElementById('progress'); return p.value / p.max > 0.3 })()",
-                timeout=30, what="30 % uploaded")
-        page.reload()  # the beforeunload prompt is accepted by the page fixture
-
-        upload_id = wait_js(page, "document.querySelector('#unfinished-list li')?.dataset.id", timeout=10,
-                            what="the unfinished upload offered")
+        upload_id = reload_mid_upload(page, proxy.origin, clip64, "Resumed lecture")
         listed = page.inner_text("#unfinished-list")
         assert "Resumed lecture" in listed and "%" in listed
         screenshot(page, "upload-unfinished")
@@ -220,14 +211,7 @@ def test_reload_mid_upload_resumes_with_only_the_remaining_bytes(stack: Callable
         offset_at_resume = row.offset
         assert 0.25 * size < offset_at_resume < size and row.completed_at is None
 
-        resumed: dict[str, Any] = {}
-
-        def watch(request: Any) -> None:
-            if request.method == "PATCH" and "first_patch" not in resumed:
-                resumed["first_patch"] = int(request.headers["upload-offset"])
-            if request.method == "POST" and "/files" in request.url:
-                resumed["created_again"] = True
-        page.on("request", watch)
+        resumed = watch_upload_requests(page)
         bytes_before = proxy.bytes_up
         page.set_input_files("#file", str(clip64))
         page.wait_for_selector("#resume-offer:not([hidden])")
@@ -240,7 +224,7 @@ def test_reload_mid_upload_resumes_with_only_the_remaining_bytes(stack: Callable
         page.click("#publish")
         page.wait_for_url(re.compile(r"/media"), timeout=30_000)
         assert media_id_from(next(url for url in arrived if "uploaded=" in url)) == upload_id
-        assert "created_again" not in resumed, "a new upload was created instead of resuming"
+        assert resumed["posts"] == 0, "a new upload was created instead of resuming"
         assert resumed["first_patch"] == offset_at_resume
 
         after = proxy.bytes_up - bytes_before
