@@ -16,6 +16,7 @@ import redis
 from models.config import load_settings
 from tests.support.procs import RedisServer
 from tests.support.tushelp import TUS
+from tests.support.waiting import wait_until_async
 from tus_server.app import create_app
 
 
@@ -30,15 +31,6 @@ def other_clients(raw: redis.Redis) -> list[dict[str, Any]]:
     """Every connection redis-server has open but the test's own."""
     me = raw.client_id()
     return [c for c in raw.client_list() if int(c["id"]) != me]
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.02)
 
 
 class Lifespan:
@@ -83,4 +75,5 @@ async def test_shutdown_closes_the_redis_locker(make_config: Callable[..., Path]
     await asyncio.wait_for(lifespan.task, 10)
     pending = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
     assert pending == [], pending
-    await until(lambda: other_clients(raw) == [], f"Redis connections still open: {other_clients(raw)}")
+    await wait_until_async(lambda: other_clients(raw) == [],
+                           what=f"Redis connections still open: {other_clients(raw)}")

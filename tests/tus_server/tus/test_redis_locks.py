@@ -24,6 +24,7 @@ from models.layout import Layout
 from models.tables import Upload
 from tests.support.procs import RedisServer
 from tests.support.s3 import BUCKET, S3Server
+from tests.support.waiting import wait_until_async
 from tus_server.tus import errors as E
 from tus_server.tus.locks import UploadLocks, open_locks
 from tus_server.tus.redislocks import RedisLocks, fence_key, lock_key
@@ -60,16 +61,6 @@ async def new_upload(repo: UploadRepo, upload_id: str = "up1") -> str:
     return upload_id
 
 
-async def until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """A bounded wait that lets the event loop run (the lock's tasks live on it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.file_only  # the S3 pass pins [locks] backend = "file"
 def test_backend_follows_the_settings(lock_settings: Settings, make_config: Callable[..., Path]) -> None:
     layout = Layout(lock_settings.data_dir)
@@ -103,7 +94,7 @@ async def test_stale_holder_write_is_refused(lock_settings: Settings, engine: En
                 assert row is not None and row.offset == 10
                 await repo.update(upload_id, fence=fresh.token, offset=25)
                 # A's renewal finds another owner: A is told to stop at once.
-                await until(stale.release_requested, "the stale holder notices its lost lease")
+                await wait_until_async(stale.release_requested, what="the stale holder notices its lost lease")
                 assert not fresh.release_requested()
         row = await repo.get(upload_id)
         assert row is not None and row.offset == 25
@@ -131,7 +122,7 @@ async def test_release_request_reaches_the_holder_on_another_instance(
                     async with b.hold(upload_id, precheck) as taken:
                         return taken.token
                 waiter = asyncio.ensure_future(take())
-                await until(holder.release_requested, "the holder on A is asked to let go")
+                await wait_until_async(holder.release_requested, what="the holder on A is asked to let go")
                 assert not waiter.done()  # B waits for A to save and let go
                 first = holder.token
             token = await asyncio.wait_for(waiter, 5)
