@@ -21,6 +21,7 @@ by the attempt itself or, after a killed worker, at the next claim on that host.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -33,9 +34,13 @@ from typing import Any, Iterator, Protocol
 
 from models.config import S3Config, Settings
 from models.layout import Layout
+from models.lifecycle import default_job_id
 from models.s3client import is_missing, make_client
 
 MASTER = "master.m3u8"
+STAGING = "staging"       # S3: <prefix>staging/<id>/<generation>/
+PARTS_SUFFIX = ".parts"   # file store: scratch/<id>.parts[-N]/ (the generation's suffix)
+DONE = "done.json"        # a committed part's marker, written last
 PLAYLIST_SUFFIX = ".m3u8"
 CHUNK = 256 * 1024
 UPLOAD_THREADS = 8
@@ -95,9 +100,41 @@ class MediaStore(Protocol):
         """Remove everything published for the media."""
         ...
 
+    # --- chunk staging: a chunked generation's plan and finished parts, shared by every worker
+    def put_staged(self, media_id: str, generation: str, name: str, data: dict[str, Any]) -> None:
+        """A small JSON object of the generation (its plan), replaced whole."""
+        ...
+
+    def get_staged(self, media_id: str, generation: str, name: str) -> dict[str, Any] | None:
+        ...
+
+    def commit_part(self, media_id: str, generation: str, part: str, local_dir: Path,
+                    facts: dict[str, Any]) -> None:
+        """Make the complete folder ``local_dir`` the part ``part``, with its marker ``facts``:
+        readers see no part, or all of it (a half-written run is never visible), and a later
+        run replaces an earlier one cleanly."""
+        ...
+
+    def part_facts(self, media_id: str, generation: str, part: str) -> dict[str, Any] | None:
+        """The committed part's marker, None while it is not committed."""
+        ...
+
+    def fetch_part(self, media_id: str, generation: str, part: str, dest: Path) -> Path | None:
+        """A local folder with the committed part's files (in place, or downloaded into
+        ``dest``); None when the part is not committed."""
+        ...
+
+    def staged_parts(self, media_id: str, generation: str) -> list[str]:
+        """The committed parts of the generation."""
+        ...
+
+    def delete_staging(self, media_id: str, keep: str = "") -> None:
+        """Remove the staging of every generation of the media but ``keep``."""
+        ...
+
     # --- the web app
     def delete_media(self, media_id: str, source_paths: list[str]) -> None:
-        """Remove the media's original (and the given upload paths) and its output."""
+        """Remove the media's original (and the given upload paths), its output and staging."""
         ...
 
     def stat(self, media_id: str, path: str) -> StoredFile | None:
@@ -242,8 +279,44 @@ class FileMediaStore:
     def delete_output(self, media_id: str) -> None:
         shutil.rmtree(self.layout.media_dir(media_id), ignore_errors=True)
 
+    # --- chunk staging: scratch/<id>.parts[-N]/ on the shared data_dir
+    def staging_dir(self, media_id: str, generation: str) -> Path:
+        return self.layout.scratch / f"{media_id}{PARTS_SUFFIX}{generation_suffix(media_id, generation)}"
+
+    def put_staged(self, media_id: str, generation: str, name: str, data: dict[str, Any]) -> None:
+        folder = self.staging_dir(media_id, generation)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / name, json.dumps(data))
+
+    def get_staged(self, media_id: str, generation: str, name: str) -> dict[str, Any] | None:
+        return _json_or_none(self.staging_dir(media_id, generation) / name)
+
+    def commit_part(self, media_id: str, generation: str, part: str, local_dir: Path,
+                    facts: dict[str, Any]) -> None:
+        """The marker inside the folder, then one rename (``place``) into the staging."""
+        write_atomic(local_dir / DONE, json.dumps(facts))
+        place(local_dir, self.staging_dir(media_id, generation), part, self.layout.scratch)
+
+    def part_facts(self, media_id: str, generation: str, part: str) -> dict[str, Any] | None:
+        return _json_or_none(self.staging_dir(media_id, generation) / part / DONE)
+
+    def fetch_part(self, media_id: str, generation: str, part: str, dest: Path) -> Path | None:
+        folder = self.staging_dir(media_id, generation) / part
+        return folder if (folder / DONE).is_file() else None  # read in place
+
+    def staged_parts(self, media_id: str, generation: str) -> list[str]:
+        folder = self.staging_dir(media_id, generation)
+        return sorted(marker.parent.name for marker in folder.glob(f"*/{DONE}"))
+
+    def delete_staging(self, media_id: str, keep: str = "") -> None:
+        kept = self.staging_dir(media_id, keep) if keep else None
+        for folder in self.layout.scratch.glob(f"{media_id}{PARTS_SUFFIX}*"):
+            if folder != kept:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def delete_media(self, media_id: str, source_paths: list[str]) -> None:
         layout = self.layout
+        self.delete_staging(media_id)
         paths = [layout.original_file(media_id), layout.upload_file(media_id),
                  layout.uploads / f"{media_id}.stage"]
         for relative in source_paths:
@@ -297,6 +370,18 @@ class FileMediaStore:
                     return
                 left -= len(data)
                 yield data
+
+
+def generation_suffix(media_id: str, generation: str) -> str:
+    """``""`` for the first generation (``transcode-<id>``), ``-N`` after it."""
+    return generation[len(default_job_id(media_id)):]
+
+
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -397,8 +482,85 @@ class S3MediaStore:
     def delete_output(self, media_id: str) -> None:
         self._delete(self._keys(self.key(media_id)))
 
+    # --- chunk staging: <prefix>staging/<id>/<generation>/, only the store shared
+    def staging_key(self, media_id: str, generation: str = "", path: str = "") -> str:
+        base = f"{self.prefix}{STAGING}/{media_id}/"
+        return base + (f"{generation}/{path}" if generation else "")
+
+    def _get_json(self, key: str) -> dict[str, Any] | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except Exception as exc:
+            if is_missing(exc):
+                return None
+            raise
+        try:
+            return json.loads(body.read())
+        except ValueError:
+            return None
+        finally:
+            body.close()
+
+    def put_staged(self, media_id: str, generation: str, name: str, data: dict[str, Any]) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.staging_key(media_id, generation, name),
+                               Body=json.dumps(data).encode("utf-8"))
+
+    def get_staged(self, media_id: str, generation: str, name: str) -> dict[str, Any] | None:
+        return self._get_json(self.staging_key(media_id, generation, name))
+
+    def commit_part(self, media_id: str, generation: str, part: str, local_dir: Path,
+                    facts: dict[str, Any]) -> None:
+        """Every file under a prefix of this run's own (``<part>/<run>/``), then the marker
+        ``<part>/done.json`` naming the run: one PUT makes the part visible whole, and a later
+        run's marker replaces an earlier one's (whose files are then dropped)."""
+        run = uuid.uuid4().hex[:12]
+        base = self.staging_key(media_id, generation, f"{part}/{run}/")
+        self._put_all(_files(local_dir), base)
+        marker = self.staging_key(media_id, generation, f"{part}/{DONE}")
+        self.client.put_object(Bucket=self.bucket, Key=marker,
+                               Body=json.dumps({**facts, "_run": run}).encode("utf-8"))
+        self._delete([k for k in self._keys(self.staging_key(media_id, generation, f"{part}/"))
+                      if k != marker and not k.startswith(base)])
+
+    def part_facts(self, media_id: str, generation: str, part: str) -> dict[str, Any] | None:
+        facts = self._get_json(self.staging_key(media_id, generation, f"{part}/{DONE}"))
+        if facts is not None:
+            facts.pop("_run", None)
+        return facts
+
+    def fetch_part(self, media_id: str, generation: str, part: str, dest: Path) -> Path | None:
+        facts = self._get_json(self.staging_key(media_id, generation, f"{part}/{DONE}"))
+        if facts is None:
+            return None
+        base = self.staging_key(media_id, generation, f"{part}/{facts['_run']}/")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+
+        def get(key: str) -> None:
+            target = dest.joinpath(*key[len(base):].split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, key, str(target))
+
+        with ThreadPoolExecutor(UPLOAD_THREADS, "tusflow-staging") as pool:
+            for done in [pool.submit(get, k) for k in self._keys(base)]:
+                done.result()
+        (dest / DONE).write_text(json.dumps({k: v for k, v in facts.items() if k != "_run"}),
+                                 encoding="utf-8")
+        return dest
+
+    def staged_parts(self, media_id: str, generation: str) -> list[str]:
+        base = self.staging_key(media_id, generation)
+        return sorted({k[len(base):].split("/")[0] for k in self._keys(base)
+                       if k.endswith(f"/{DONE}") and k[len(base):].count("/") == 1})
+
+    def delete_staging(self, media_id: str, keep: str = "") -> None:
+        kept = self.staging_key(media_id, keep) if keep else None
+        self._delete([k for k in self._keys(self.staging_key(media_id))
+                      if kept is None or not k.startswith(kept)])
+
     # --- the web app
     def delete_media(self, media_id: str, source_paths: list[str]) -> None:
+        self.delete_staging(media_id)
         keys = {f"{self.prefix}originals/{media_id}"}
         keys.update(self.prefix + p for p in source_paths if p)
         keys.update(self._keys(f"{self.prefix}uploads/{media_id}"))
@@ -498,6 +660,11 @@ class Scratch:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
         return removed
+
+
+def owner_tag() -> str:
+    """This process's owner tag for a folder in scratch (see ``Scratch``)."""
+    return _owner_tag(os.getpid())
 
 
 def _owner_tag(pid: int) -> str:

@@ -4,13 +4,17 @@ keyframes each one gets, where its files go, and what Redis knows about the part
 One generation of a media (``transcode-<id>[-N]``) whose ladder is chunked runs as *parts*:
 ``chunk-<i>`` (every remaining rung of one stretch of the video), ``audio`` (the shared audio
 group for the whole file, plus poster and storyboard) and, once every other part is done,
-``join``. Their files live in the generation's staging directory under ``scratch/`` (shared
-``data_dir``; the paths all come from ``models.layout`` so another storage can replace it):
+``join``. Their plan and finished parts live in the media store's staging (``MediaStore``
+``put_staged``/``commit_part``/``fetch_part``/``delete_staging``), so a part runs on any worker
+that shares the store: on the file store ``scratch/<id>.parts[-N]/`` of the shared data_dir, on
+the S3 store ``<prefix>staging/<id>/<generation>/``:
 
-    scratch/<id>.parts[-N]/plan.json      what the generation's job planned (written once)
-    scratch/<id>.parts[-N]/c00003/        a finished chunk (renamed in from a work dir)
-    scratch/<id>.parts[-N]/audio/         the finished audio part
-    scratch/<id>.parts[-N]/.work-*        a part being written (never read by the join)
+    plan.json      what the generation's job planned (written once)
+    c00003/        a finished chunk (committed whole, with its done.json marker)
+    audio/         the finished audio part
+
+A part is encoded in a work folder on its own worker's disk (``local_work_dir``) and committed
+only when complete; the original is fetched once per worker and generation (``source_cache``).
 
 Redis holds, per generation, the set of finished parts (the join is enqueued by the part whose
 ``SADD`` completes the set, in the same transaction as the count), how many chunks have been
@@ -35,8 +39,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from models import lifecycle
 from models.layout import Layout
 from models.lifecycle import default_job_id
+from models.logs import media_from_job_id
 from transcoder.ladder import RenditionPlan
 
 PLAN_FILE = "plan.json"
@@ -153,7 +162,8 @@ def staging_dir(layout: Layout, media_id: str, job_id: str) -> Path:
 
 
 def remove_staging(layout: Layout, media_id: str) -> None:
-    """Every generation's staging of a media (deleted, or failed for good)."""
+    """Every generation's local staging of a media (file store; the store's own
+    ``delete_staging`` covers both stores)."""
     for folder in layout.scratch.glob(f"{media_id}.parts*"):
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -175,10 +185,63 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def part_dir(staging: Path, part: str) -> Path:
+def part_name(part: str) -> str:
+    """The part's folder (file store) or key (S3 store) in the staging: ``c00003``, ``audio``."""
     if part.startswith("chunk-"):
-        return staging / f"c{int(part.split('-')[1]):05d}"
-    return staging / part
+        return f"c{int(part.split('-')[1]):05d}"
+    return part
+
+
+def part_dir(staging: Path, part: str) -> Path:
+    return staging / part_name(part)
+
+
+def local_parts(staging: Path, parts: Sequence[str]) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The committed parts of a local staging folder, as ``join`` reads them."""
+    out = {}
+    for part in parts:
+        facts = part_done(staging, part)
+        if facts is not None:
+            out[part] = (part_dir(staging, part), facts)
+    return out
+
+
+SOURCE_CACHE = "parts-cache"
+
+
+def source_cache(layout: Layout, job_id: str) -> Path:
+    """This worker's copy of a generation's original (S3 store), shared by its parts: fetched
+    once per worker and generation, removed when the generation ends (``sweep_cache``)."""
+    return layout.scratch / SOURCE_CACHE / job_id
+
+
+def sweep_cache(layout: Layout, engine: Engine) -> list[str]:
+    """Drop this worker's cached originals of generations that are no longer current (ready,
+    failed, deleted or retried, wherever their join or failure ran); their job ids. Run by
+    each part and by every reconcile pass, so a host that ran no join cleans up too."""
+    root = layout.scratch / SOURCE_CACHE
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for folder in root.iterdir():
+        media_id = media_from_job_id(folder.name)
+        try:
+            current = media_id is not None and lifecycle.is_current(engine, media_id, folder.name)
+        except SQLAlchemyError:
+            continue
+        if not current:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def local_work_dir(layout: Layout, media_id: str, part: str, owner: str) -> Path:
+    """A fresh folder on this worker's own disk for one run of a part, tagged with its owner
+    so ``Scratch.sweep`` removes it after a SIGKILL (``Scratch.clear`` at the next claim)."""
+    folder = layout.scratch / f"{media_id}.work-{part}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    (folder / ".owner").write_text(owner, encoding="utf-8")
+    return folder
 
 
 def work_dir(staging: Path, part: str) -> Path:

@@ -2,7 +2,8 @@
 
 Called by the generation's own job (``transcoder.jobs``) right after the stand-in is published,
 through ``progressive.run``'s fan-out hook. It writes the plan every part reads
-(``plan.json`` in the generation's staging directory, see ``transcoder.chunks``), records the
+(``plan.json`` in the generation's staging in the media store, see ``transcoder.chunks``;
+older generations' staging is removed first), records the
 parts in Redis, then enqueues the audio part and the first window of chunks. The generation's
 job then ends; the media stays ``playable`` (or ``processing``) under the same job id, and the
 join (``transcoder.partjobs``) moves it to ``ready``.
@@ -16,6 +17,7 @@ import time
 from models.config import Settings, TranscodeConfig
 from models.layout import Layout
 from models.logs import event
+from models.mediastore import open_media_store
 from models.redis_conn import connect
 from transcoder import chunks, extras
 from transcoder.ladder import RenditionPlan
@@ -42,9 +44,8 @@ def fan_out(settings: Settings, media_id: str, job_id: str, info: ProbeResult,
                               ladder_cfg.keyframe_interval)
     if len(cuts) < MIN_CHUNKS:
         return False
-    layout = Layout(settings.data_dir)
-    staging = chunks.staging_dir(layout, media_id, job_id)
-    staging.mkdir(parents=True, exist_ok=True)
+    store = open_media_store(settings, Layout(settings.data_dir))
+    store.delete_staging(media_id, keep=job_id)  # a retried media's older generations
     audio = info.audio is not None
     parts = ([chunks.AUDIO_PART] if audio or _has_extras(info, plans, cfg) else []) + \
         [chunks.chunk_part(c.index) for c in cuts]
@@ -56,7 +57,7 @@ def fan_out(settings: Settings, media_id: str, job_id: str, info: ProbeResult,
         "segment_duration": ladder_cfg.segment_duration,
         "audio": audio, "parts": parts, "remaining": remaining.as_json(),
     }
-    chunks.write_json(staging / chunks.PLAN_FILE, plan)
+    store.put_staged(media_id, job_id, chunks.PLAN_FILE, plan)
     conn = connect(settings)
     try:
         wide = chunks.window(conn, settings.redis.queue)

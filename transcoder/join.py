@@ -1,6 +1,7 @@
 """Join the chunked ladder's parts into one ladder folder, shaped exactly like ``transcode``'s.
 
-Pure file work, no encoder: for every rung the chunks' segments are linked in order under one
+Pure file work, no encoder, on local copies of the parts (``MediaStore.fetch_part``: the file
+store's staging in place, or the S3 store's objects downloaded): for every rung the chunks' segments are linked in order under one
 numbering (hard links, so a join killed half-way leaves the parts intact and simply runs
 again), the one init segment is kept (every chunk's init of a rung must be byte-identical, see
 ``ffmpeg.chunk_command``), and one VOD media playlist is written. Then each rung is measured
@@ -16,7 +17,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from models.config import TranscodeConfig
 from transcoder import chunks
@@ -52,19 +53,24 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def join_rung(staging: Path, parts: Sequence[str], name: str, out: Path) -> float:
-    """Write rung ``name`` of every chunk in ``parts`` into ``out/name``; its duration."""
+Located = Mapping[str, tuple[Path, dict[str, Any]]]  # part -> (local folder, its marker)
+
+
+def join_rung(located: Located, parts: Sequence[str], name: str, out: Path) -> float:
+    """Write rung ``name`` of every chunk in ``parts`` into ``out/name``; its duration.
+    ``located``: each committed part's local folder and marker (``MediaStore.fetch_part``)."""
     folder = out / name
     folder.mkdir(parents=True)
     init_hash: str | None = None
     segments: list[tuple[str, float]] = []
     for part in parts:
-        facts = chunks.part_done(staging, part)
-        if facts is None or name not in facts.get("rungs", {}):
+        folder_facts = located.get(part)
+        facts = folder_facts[1] if folder_facts is not None else None
+        if folder_facts is None or facts is None or name not in facts.get("rungs", {}):
             raise FfmpegFailed("A part of the converted video is missing.",
                                detail=f"{part}: no {name} in its marker")
         rung = facts["rungs"][name]
-        src = chunks.part_dir(staging, part) / name
+        src = folder_facts[0] / name
         if init_hash is None:
             init_hash = rung["init_sha256"]
             _link(src / rung["map"], folder / INIT_SEGMENT)
@@ -81,23 +87,22 @@ def join_rung(staging: Path, parts: Sequence[str], name: str, out: Path) -> floa
     return sum(d for _, d in segments)
 
 
-def join_ladder(staging: Path, plan: dict[str, Any], plans: Sequence[RenditionPlan],
+def join_ladder(located: Located, plan: dict[str, Any], plans: Sequence[RenditionPlan],
                 info: ProbeResult, cfg: TranscodeConfig, out: Path, deadline: float,
                 storyboard: StoryboardPlan | None) -> TranscodeResult:
     """The whole ladder folder ``out`` (rungs, audio group, extras, master) from the parts."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     parts = [chunks.chunk_part(i) for i in range(len(plan["chunks"]))]
-    durations = {p.name: join_rung(staging, parts, p.name, out) for p in plans}
+    durations = {p.name: join_rung(located, parts, p.name, out) for p in plans}
     top = durations[plans[0].name]
     if top < info.duration * TRUNCATED_RATIO and info.duration - top > TRUNCATED_SLACK_S:
         raise InputRejected(f"The video stops after {top:.0f} s of its {info.duration:.0f} "
                             "s: the file looks incomplete.")
-    audio_facts = chunks.part_done(staging, chunks.AUDIO_PART)
     audio_dir = None
     poster = storyboard_name = None
-    if audio_facts is not None:
-        src = chunks.part_dir(staging, chunks.AUDIO_PART)
+    if chunks.AUDIO_PART in located:
+        src, audio_facts = located[chunks.AUDIO_PART]
         if audio_facts.get("audio") and (src / AUDIO_GROUP / MEDIA_PLAYLIST).is_file():
             audio_dir = out / AUDIO_GROUP
             shutil.copytree(src / AUDIO_GROUP, audio_dir, copy_function=_link_copy)

@@ -1,13 +1,17 @@
 """The chunked ladder's RQ jobs: ``transcode_chunk``, ``transcode_audio``, ``join_chunks``.
 
-Each takes ids (and a chunk index) only; the worker loads its own Settings and finds the
-original and the generation's staging directory through ``models.layout`` and the media store,
-so a worker on any host that shares the storage can run any part. A part
+Each takes ids (and a chunk index) only; the worker loads its own Settings and reaches the
+original, the plan and the other parts only through the media store (``MediaStore`` staging),
+so a worker on any host that shares the store (S3, or the file store's data_dir) can run any
+part. A part
 
-- stands down when its generation is no longer the media's (deleted, cancelled, retried);
-- writes into a work directory of its own and renames it into the staging directory only when
-  complete (with ``done.json``), so a SIGKILLed worker leaves nothing the join would read, and
-  the part simply runs again (RQ's abandoned-job handling, then ``Retry``);
+- stands down when its generation is no longer the media's (deleted, cancelled, retried) and
+  removes that generation's staging;
+- reads the original from this worker's cache (fetched once per worker and generation,
+  ``chunks.source_cache``; the file store's original in place), encodes into a work folder on
+  its own disk and commits it to the store only when complete (``MediaStore.commit_part``), so
+  a SIGKILLed worker leaves nothing the join would read, and the part simply runs again (RQ's
+  abandoned-job handling, the reconciler, then ``Retry``);
 - retries on its own (``[worker] tries`` with ``retry_backoff``); when its last try fails, or
   the input is refused, the media fails with the reason and the part's siblings are stopped;
 - reports its progress to Redis; the media's percent and ETA are the sum over all parts;
@@ -45,10 +49,11 @@ from models.db import make_engine
 from models.layout import Layout
 from models.lifecycle import part_job_id
 from models.logs import event
-from models.mediastore import open_media_store
+from models.mediastore import open_media_store, owner_tag
 from models.redis_conn import connect
 from transcoder import chunks, extras, webhooks
-from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, failure_of
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, \
+    report_failure
 from transcoder.ffmpeg import AUDIO_GROUP, MEDIA_PLAYLIST, audio_group_command, chunk_command, \
     extras_command
 from transcoder.join import join_ladder
@@ -100,7 +105,6 @@ class Part:
         self.part = part
         self.layout = Layout(settings.data_dir)
         self.store = open_media_store(settings, self.layout)
-        self.staging = chunks.staging_dir(self.layout, media_id, job_id)
         self.rq_job = get_current_job()
         self.reason: str | None = None
         self.parent = os.getppid()
@@ -111,55 +115,78 @@ class Part:
     def run(self) -> Any:
         if not lifecycle.is_current(self.engine, self.media_id, self.job_id):
             return self._stood_down()
-        plan = chunks.read_json(self.staging / chunks.PLAN_FILE)
+        self._sweep_cache()
+        plan = self.store.get_staged(self.media_id, self.job_id, chunks.PLAN_FILE)
         if plan is None:
             raise FfmpegFailed("The plan of this chunked conversion is missing.",
-                               detail=str(self.staging))
+                               detail=f"{self.job_id}/{chunks.PLAN_FILE}")
         self.plan = plan
-        if self.part != chunks.JOIN_PART and chunks.part_done(self.staging, self.part):
+        if self.part != chunks.JOIN_PART and \
+                self.store.part_facts(self.media_id, self.job_id, chunks.part_name(self.part)):
             return self._finished(skipped=True)  # an earlier try got this far
         event(log, "part.start", self.media_id, job=self.job_id, part=self.part)
         restore = _on_sigterm(lambda: self._request("shutdown"))
-        fetched = self.staging / f".src-{self.part}-{uuid.uuid4().hex[:8]}"
         work: Path | None = None
         try:
             media = lifecycle.get(self.engine, self.media_id)
             if media is None:
                 return self._stood_down()
-            try:
-                source = self.store.fetch_original(self.media_id, fetched, media.source_path)
-            except FileNotFoundError as exc:
-                raise InputRejected("The uploaded file is no longer on the server.",
-                                    detail=str(exc)) from exc
+            source = self._source(media.source_path)
             info = probe(source, self.settings.transcode)
             if self.part == chunks.JOIN_PART:
                 return self._join(info)
-            work = chunks.work_dir(self.staging, self.part)
+            work = chunks.local_work_dir(self.layout, self.media_id, self.part, owner_tag())
             if self.part == chunks.AUDIO_PART:
                 facts = self._audio(info, work)
             else:
                 facts = self._chunk(info, work, int(self.part.split("-", 1)[1]))
             if not lifecycle.is_current(self.engine, self.media_id, self.job_id):
                 return self._stood_down()
-            chunks.commit_part(work, self.staging, self.part, facts)
+            (work / ".owner").unlink(missing_ok=True)
+            self.store.commit_part(self.media_id, self.job_id, chunks.part_name(self.part),
+                                   work, facts)
             return self._finished()
-        except TranscodeCancelled as exc:
-            if self.reason == "shutdown":
+        except Exception as exc:  # a TranscodeError, RQ's timeout, or a bug: see failure_of
+            if isinstance(exc, TranscodeCancelled) and self.reason == "shutdown":
                 event(log, "part.requeued", self.media_id, job=self.job_id, part=self.part)
                 return Retry(max=SHUTDOWN_REQUEUES, interval=0, enqueue_at_front=True)
-            if self.reason == "cancelled":
+            if isinstance(exc, TranscodeCancelled) and self.reason == "cancelled":
                 return self._stood_down()
-            self._failed(exc.reason, permanent=False, detail=exc.detail)
-            raise
-        except Exception as exc:  # a TranscodeError, RQ's timeout, or a bug: see failure_of
-            failure = failure_of(exc)
-            self._failed(failure.reason, permanent=failure.permanent, detail=failure.detail)
+            report_failure(self._failed, exc)
             raise
         finally:
             restore()
-            shutil.rmtree(fetched, ignore_errors=True)
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)  # gone already when committed
+
+    def _source(self, source_path: str) -> Path:
+        """The original on this worker: the file store's own file, or this worker's cached
+        download for the generation (``chunks.source_cache``), fetched by the first of its
+        parts to run here and renamed into place complete."""
+        cache = chunks.source_cache(self.layout, self.job_id)
+        cached = cache / "original"
+        if cached.is_file():
+            return cached
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".download-{uuid.uuid4().hex[:8]}"
+        try:
+            got = self.store.fetch_original(self.media_id, tmp, source_path)
+            if got != tmp:
+                return got  # read in place
+            os.replace(tmp, cached)
+            return cached
+        except FileNotFoundError as exc:
+            raise InputRejected("The uploaded file is no longer on the server.",
+                                detail=str(exc)) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _sweep_cache(self) -> None:
+        chunks.sweep_cache(self.layout, self.engine)
+
+    def _drop_generation(self) -> None:
+        """The generation ended here: its cached original on this worker goes with it."""
+        shutil.rmtree(chunks.source_cache(self.layout, self.job_id), ignore_errors=True)
 
     def _request(self, reason: str) -> None:
         if self.reason is None:
@@ -246,23 +273,33 @@ class Part:
 
     def _join(self, info: ProbeResult) -> Any:
         """Every part is done: one ladder, published beside the stand-in; the media ready."""
-        missing = [p for p in self.plan["parts"] if chunks.part_done(self.staging, p) is None]
-        if missing:
-            raise FfmpegFailed("Parts of the converted video are missing.",
-                               detail=", ".join(missing))
         cfg = self._cfg()
         plans = self._plans()
         remaining = Remaining.from_json(self.plan["remaining"])
-        ladder_dir = self.staging / f".work-join-{uuid.uuid4().hex[:8]}"
+        work = chunks.local_work_dir(self.layout, self.media_id, self.part, owner_tag())
         try:
-            result = join_ladder(self.staging, self.plan, plans, info, cfg, ladder_dir,
+            located, missing = {}, []
+            for part in self.plan["parts"]:
+                name = chunks.part_name(part)
+                folder = self.store.fetch_part(self.media_id, self.job_id, name,
+                                               work / "parts" / name)
+                facts = chunks.read_json(folder / chunks.DONE_FILE) if folder else None
+                if folder is None or facts is None:
+                    missing.append(part)
+                else:
+                    located[part] = (folder, facts)
+            if missing:
+                raise FfmpegFailed("Parts of the converted video are missing.",
+                                   detail=", ".join(missing))
+            ladder_dir = work / "ladder"
+            result = join_ladder(located, self.plan, plans, info, cfg, ladder_dir,
                                  self._deadline(info.duration), extras.plan_storyboard(info, cfg))
             if not lifecycle.is_current(self.engine, self.media_id, self.job_id):
                 return self._stood_down()
             final = finish_ladder(result, ladder_dir, remaining, cfg,
-                                  StoreTarget(self.store, self.media_id), self.staging)
+                                  StoreTarget(self.store, self.media_id), work)
         finally:
-            shutil.rmtree(ladder_dir, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
         done = lifecycle.mark_ready(
             self.engine, self.settings, self.media_id, self.job_id, duration=final.duration,
             width=final.width, height=final.height, renditions_json=json.dumps(final.renditions),
@@ -272,7 +309,8 @@ class Part:
                 self.store.delete_output(self.media_id)
             return self._stood_down()
         webhooks.enqueue(self.settings, self.engine, done.hooks)
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.store.delete_staging(self.media_id)
+        self._drop_generation()
         chunks.forget(self.conn, self.job_id)
         event(log, "transcode.ready", self.media_id, job=self.job_id, chunked=True,
               chunks=len(self.plan["chunks"]), duration=final.duration,
@@ -357,13 +395,20 @@ class Part:
         if done:
             stop_parts(self.settings, self.conn, self.media_id, self.job_id,
                        keep=part_job_id(self.job_id, self.part))
-            chunks.remove_staging(self.layout, self.media_id)
+            self.store.delete_staging(self.media_id)
+            self._drop_generation()
 
     def _stood_down(self) -> Any:
         event(log, "part.stood_down", self.media_id, job=self.job_id, part=self.part,
               why="media deleted, cancelled or transcoded again as a newer job")
-        if lifecycle.get(self.engine, self.media_id) is None:
-            chunks.remove_staging(self.layout, self.media_id)
+        media = lifecycle.get(self.engine, self.media_id)
+        newer = media.job_id if media is not None and media.job_id != self.job_id else ""
+        try:  # deleted or cancelled: all of it; retried: all but the newer generation's
+            self.store.delete_staging(self.media_id, keep=newer or "")
+        except Exception as exc:  # the next generation's fan-out or the join tries again
+            event(log, "staging.not_removed", self.media_id, level=logging.WARNING,
+                  error=str(exc))
+        self._drop_generation()
         return {"media": self.media_id, "part": self.part, "skipped": True}
 
 

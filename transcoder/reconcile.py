@@ -47,6 +47,7 @@ from models.config import Settings
 from models.layout import Layout
 from models.lifecycle import MediaState, default_job_id, part_job_id
 from models.logs import event, media_from_job_id
+from models.mediastore import open_media_store
 from models.redis_conn import connect
 from models.tables import Media
 from transcoder import webhooks
@@ -92,6 +93,10 @@ def reconcile(settings: Settings, engine: Engine, connection: Redis | None = Non
     own = connection is None
     conn = connection if connection is not None else connect(settings)
     report = ReconcileReport()
+    try:  # this host's cached originals of chunked generations that ended (before the spacing)
+        chunks.sweep_cache(Layout(settings.data_dir), engine)
+    except OSError as exc:
+        event(log, "reconcile.cache_not_swept", None, level=logging.WARNING, error=str(exc))
     try:
         if min_spacing > 0 and not conn.set(f"{SPACING_KEY}:{settings.redis.queue}", 1, nx=True,
                                             px=max(1, int(min_spacing * 1000))):
@@ -347,9 +352,7 @@ def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
             return
         if status is None or (status == JobStatus.FINISHED and part == chunks.JOIN_PART):
             # lost by Redis, or a join that ended without making the media ready
-            plan = chunks.read_json(chunks.staging_dir(Layout(step.settings.data_dir),
-                                                       row.media_id, row.job_id)
-                                    / chunks.PLAN_FILE)
+            plan = _plan(step, row)
             if plan is None:
                 _replace_lost_job(step, row)  # nothing to resume from: start over
                 return
@@ -365,11 +368,16 @@ def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
     pending_chunks = fanned["released"] < sum(1 for p in parts if p.startswith("chunk-"))
     if not in_flight and pending_chunks and not complete:
         index = chunks.release_next(step.conn, row.job_id)
-        plan = chunks.read_json(chunks.staging_dir(Layout(step.settings.data_dir),
-                                                   row.media_id, row.job_id) / chunks.PLAN_FILE)
+        plan = _plan(step, row)
         if plan is not None and index < len(plan["chunks"]):
             start, end = plan["chunks"][index]
             enqueue_part(step.settings, step.conn, row.media_id, row.job_id,
                          chunks.chunk_part(index),
                          (end if end is not None else plan["duration"]) - start)
             step.report.reenqueued.append(row.media_id)
+
+
+def _plan(step: Pass, row: MediaRow) -> dict | None:
+    """The chunked generation's plan, from the media store's staging (any host can read it)."""
+    store = open_media_store(step.settings, Layout(step.settings.data_dir))
+    return store.get_staged(row.media_id, row.job_id, chunks.PLAN_FILE)

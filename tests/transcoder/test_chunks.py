@@ -104,7 +104,7 @@ def test_chunks_join_into_one_continuous_stream_per_rung(sixty: Path, tmp_path: 
     out = tmp_path / "out"
     parts = [chunks.chunk_part(c.index) for c in cuts]
     for p in plans:
-        total = join_rung(staging, parts, p.name, out)
+        total = join_rung(chunks.local_parts(staging, parts), parts, p.name, out)
         assert total == pytest.approx(5.0, abs=1e-3)
         folder = out / p.name
         joined = tmp_path / f"{p.name}.mp4"
@@ -136,4 +136,5 @@ def test_a_chunk_with_another_init_is_refused_at_the_join(tmp_path: Path) -> Non
         chunks.commit_part(work, staging, chunks.chunk_part(i), {"rungs": {"240p": {
             "map": "init_0.mp4", "init_sha256": digest, "segments": [["seg_00000.m4s", 1.0]]}}})
     with pytest.raises(FfmpegFailed, match="do not fit together"):
-        join_rung(staging, ["chunk-0", "chunk-1"], "240p", tmp_path / "out")
+        join_rung(chunks.local_parts(staging, ["chunk-0", "chunk-1"]), ["chunk-0", "chunk-1"],
+                  "240p", tmp_path / "out")
