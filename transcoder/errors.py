@@ -7,6 +7,7 @@ uploaded the file, so it is one plain sentence. ffmpeg's own words go to ``detai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from rq.timeouts import JobTimeoutException
 
@@ -65,3 +66,10 @@ def failure_of(exc: BaseException) -> Failure:
     if isinstance(exc, JobTimeoutException):
         return Failure(TIMED_OUT, False, str(exc))
     return Failure(UNEXPECTED.format(type(exc).__name__), False, f"{type(exc).__name__}: {exc}")
+
+
+def report_failure(failed: Callable[..., None], exc: BaseException) -> None:
+    """Hand a failed try to its job's ``_failed`` (which decides: retry, or fail the media),
+    the same way for the video job and the part jobs; the caller re-raises for RQ."""
+    failure = failure_of(exc)
+    failed(failure.reason, permanent=failure.permanent, detail=failure.detail)

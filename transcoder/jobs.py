@@ -47,7 +47,7 @@ from models.logs import event
 from models.mediastore import Scratch, open_media_store, publish_dir
 from models.tables import Media
 from transcoder import fanout, fastpath, progressive, webhooks
-from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, failure_of
+from transcoder.errors import FfmpegFailed, InputRejected, TranscodeCancelled, report_failure
 from transcoder.pipeline import TranscodeResult, transcode
 from transcoder.probe import ProbeResult, probe
 
@@ -152,18 +152,15 @@ class Attempt:
                   renditions=len(result.renditions))
             return {"media": self.media_id, "duration": result.duration,
                     "renditions": [r.get("name") for r in result.renditions]}
-        except TranscodeCancelled as exc:
-            if self.stop.reason == "shutdown":
-                return self._requeue_for_shutdown()
-            if self.stop.reason == "cancelled":
-                return self._stood_down()
-            if self.stop.reason == "orphaned":
-                self._orphaned()
-            self._failed(exc.reason, permanent=False, detail=exc.detail)
-            raise
         except Exception as exc:  # a TranscodeError, RQ's timeout, or a bug: see failure_of
-            failure = failure_of(exc)
-            self._failed(failure.reason, permanent=failure.permanent, detail=failure.detail)
+            if isinstance(exc, TranscodeCancelled):
+                if self.stop.reason == "shutdown":
+                    return self._requeue_for_shutdown()
+                if self.stop.reason == "cancelled":
+                    return self._stood_down()
+                if self.stop.reason == "orphaned":
+                    self._orphaned()
+            report_failure(self._failed, exc)
             raise
         finally:
             restore_signal()
