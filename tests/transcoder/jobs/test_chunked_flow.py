@@ -21,6 +21,7 @@ from rq import Queue
 from models.layout import Layout
 from models.lifecycle import MediaState
 from models.redis_conn import connect
+from tests.support.httpd import http_get
 from tests.support.media import make_clip
 from tests.support.procs import TUSFLOW
 from tests.support.stack import SLOW_LADDER, upload
@@ -35,14 +36,6 @@ CHUNKED = {"ladder": SLOW_LADDER, "chunk_seconds": 4.0, "segment_duration": 2,
 def ten_s(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 s at 25 fps with a 48 kHz tone: not a multiple of the 4 s chunks."""
     return make_clip(tmp_path_factory.mktemp("chunked") / "ten.mp4", 640, 360, seconds=10)
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def _segments(playlist: Path) -> tuple[str | None, list[tuple[str, float]]]:
@@ -142,7 +135,7 @@ def test_chunked_ladder_is_one_continuous_stream_per_rendition(
     check_joined_ladder(out, ten_s, tmp_path)
     assert (out / "poster.jpg").stat().st_size > 0
     assert not list(Layout(s.settings.data_dir).scratch.glob(f"{media_id}.parts*"))
-    status, body = _get(f"{server.origin}/api/media/{media_id}")
+    status, body = http_get(f"{server.origin}/api/media/{media_id}")
     item = json.loads(body)
     assert status == 200 and item["state"] == "ready" and item["progress"] == 100
     assert [r["state"] for r in item["renditions"]] == ["ready"] * len(item["renditions"])
@@ -197,7 +190,7 @@ def test_a_chunk_failing_every_try_fails_the_media_with_a_reason(
     assert "part 2 of 3 of the video" in (done.error or ""), done.error
     assert "exit code 1" in done.error
     assert _chunk_starts(workers, media_id, "chunk-1") == 3  # [worker] tries = 3
-    status, body = _get(f"{server.origin}/api/media/{media_id}")
+    status, body = http_get(f"{server.origin}/api/media/{media_id}")
     assert status == 200 and json.loads(body)["state"] == "failed"
     wait_until(lambda: not list(Layout(s.settings.data_dir).scratch.glob(f"{media_id}.parts*")),
                20, what="staging removed")

@@ -13,6 +13,7 @@ import pytest
 from models.layout import Layout
 from models.lifecycle import MediaState
 from tests.support.stack import SLOW_LADDER, upload
+from tests.support.httpd import http_get
 from tests.support.waiting import wait_until
 from tests.support.ffkit import ffmpeg_processes_in
 from tests.support.webhooks import SECRET, Receiver
@@ -23,14 +24,6 @@ def receiver():
     r = Receiver().start()
     yield r
     r.stop()
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def test_playable_webhook_comes_before_ready_and_the_json_shows_each_rendition(
@@ -52,15 +45,15 @@ def test_playable_webhook_comes_before_ready_and_the_json_shows_each_rendition(
     media = s.media(media_id)
     assert media.state == MediaState.READY and media.playable_at is not None
     assert media.playable_at <= media.finished_at
-    status, body = _get(f"{server.origin}/api/media/{media_id}")
+    status, body = http_get(f"{server.origin}/api/media/{media_id}")
     item = json.loads(body)
     assert status == 200 and item["state"] == "ready"
     assert item["fast_path"]["eligible"] is True and item["fast_path"]["reason"]
     assert [r["state"] for r in item["renditions"]] == ["ready"] * len(item["renditions"])
     assert item["versions"]["ready"] == item["versions"]["total"] == len(item["renditions"])
-    status, master = _get(f"{server.origin}/media/{media_id}/master.m3u8")
+    status, master = http_get(f"{server.origin}/media/{media_id}/master.m3u8")
     assert status == 200 and b"360p/index.m3u8" in master and b"source/" not in master
-    status, metrics = _get(f"{server.origin}/metrics")
+    status, metrics = http_get(f"{server.origin}/metrics")
     text = metrics.decode()
     assert status == 200
     assert "tusflow_time_to_playable_seconds_count 1.0" in text, text[-3000:]
@@ -77,7 +70,7 @@ def test_delete_while_playable_removes_everything_and_stops_the_job(
     worker = s.start_worker()
     media_id = upload(server.url, clips["long"])
     s.wait_state(media_id, (MediaState.PLAYABLE,), timeout=60)
-    status, master = _get(f"{server.origin}/media/{media_id}/master.m3u8")
+    status, master = http_get(f"{server.origin}/media/{media_id}/master.m3u8")
     assert status == 200 and master.startswith(b"#EXTM3U")  # served while playable
     request = urllib.request.Request(f"{server.origin}/api/media/{media_id}", method="DELETE")
     with urllib.request.urlopen(request, timeout=10) as resp:
@@ -88,5 +81,5 @@ def test_delete_while_playable_removes_everything_and_stops_the_job(
     for scratch in layout.scratch.glob(f"{media_id}.*"):  # the stopped job's ffmpeg is gone
         wait_until(lambda: not ffmpeg_processes_in(scratch / "ladder"), 15, what="ffmpeg gone")
     assert s.media(media_id) is None
-    assert _get(f"{server.origin}/media/{media_id}/master.m3u8")[0] == 404
+    assert http_get(f"{server.origin}/media/{media_id}/master.m3u8")[0] == 404
     assert worker.alive()
