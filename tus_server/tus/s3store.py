@@ -31,8 +31,12 @@ How an upload maps onto S3 (keys under ``[storage.s3] prefix``):
 
 Memory: every part buffer, filling or being sent, holds one of ``max_buffered_parts`` slots of
 the process, so the store never holds more than ``max_buffered_parts * part_size`` bytes of
-bodies, and there are no temporary files. botocore is blocking: its calls run on the app's
-thread pool, as the file store's I/O does.
+bodies, and there are no temporary files. The buffers themselves are a pool (``PartBuffers``):
+at most ``max_buffered_parts`` of exactly ``part_size`` bytes each, made when first needed and
+reused by every upload after, filled in place and sent to botocore as a read-only file over
+the filled bytes (``PartBody``), so no part is copied and the heap sees no 8 MiB buffers grown
+and freed per part (which over-allocated and, with glibc, fragmented it well past the bound).
+botocore is blocking: its calls run on the app's thread pool, as the file store's I/O does.
 """
 
 from __future__ import annotations
@@ -56,6 +60,69 @@ READ_CHUNK = 1 << 20
 T = TypeVar("T")
 
 
+class PartBuffers:
+    """The store's part buffers: a buffer is taken with its slot and given back with it.
+
+    At most ``count`` buffers of exactly ``size`` bytes ever exist: a taker holds a slot, so
+    when no free buffer is left every buffer made is held by another slot holder, and there are
+    fewer than ``count`` of those. Buffers are made on first need (a store that only ever sees
+    small bodies never makes eight) and kept for the life of the store; a reused buffer's old
+    bytes are never read, since only the first ``fill`` bytes a writer wrote are ever sent.
+    """
+
+    def __init__(self, count: int, size: int):
+        self.size = size
+        self.slots = asyncio.Semaphore(count)
+        self.free: list[bytearray] = []
+        self.made = 0
+
+    async def take(self) -> bytearray:
+        await self.slots.acquire()
+        if self.free:
+            return self.free.pop()
+        self.made += 1
+        return bytearray(self.size)
+
+    def give(self, buffer: bytearray) -> None:
+        self.free.append(buffer)
+        self.slots.release()
+
+
+class PartBody:
+    """A read-only, seekable file over a memoryview: botocore takes bytes, bytearray or a file
+    as a Body, never a memoryview, and ``bytes(view)`` would copy the part. ``read`` returns
+    slices of the view (no copy); botocore hashes the payload (SigV4 on plain HTTP) and sends it
+    from those, seeking back to 0 to retry."""
+
+    def __init__(self, view: memoryview):
+        self._view = view
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = len(self._view)
+        if size is not None and size >= 0:
+            end = min(end, self._position + size)
+        start, self._position = self._position, max(self._position, end)
+        return self._view[start:self._position]
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
 def as_os_error(exc: Exception, what: str) -> OSError:
     """The handler's contract: a storage failure is an OSError kept in ``failed``."""
     if isinstance(exc, OSError):
@@ -74,7 +141,10 @@ class S3Store:
                                   f"[storage.s3] part_size = {cfg.part_size} bytes")
         self.executor = executor
         self.client = client or make_client(cfg, max(10, cfg.max_buffered_parts + 4))
-        self.slots = asyncio.Semaphore(cfg.max_buffered_parts)
+        # Shared by every writer of the store: the slots bound the bodies held, and the buffers
+        # they come with are made once and reused.
+        self.buffers = PartBuffers(cfg.max_buffered_parts, cfg.part_size)
+        self.slots = self.buffers.slots
         # upload id → S3 UploadId. A cache only: it never changes while the upload exists, and a
         # miss (another instance created it, this one restarted) asks S3 again.
         self._multipart: dict[str, str] = {}
@@ -447,8 +517,9 @@ class S3Writer:
         self._base = upload.offset
         self._first = upload.offset - upload.offset % store.part_size  # the grid point before it
         self._start = self._first  # where the buffer's bytes begin
-        self._buffer: bytearray | None = None
-        self._holding = False  # the filling buffer's slot
+        self._begun = False  # the tail was read into the first buffer
+        self._buffer: bytearray | None = None  # the filling buffer, from the pool with its slot
+        self._fill = 0  # how many of its bytes are this upload's
         self._sending: list[asyncio.Task[None]] = []
         self._stored: dict[int, int] = {}  # start → size of every part, tail or stage that made it
         self._parts: set[int] = set()  # the starts of those that are parts
@@ -458,88 +529,97 @@ class S3Writer:
 
     async def _begin(self) -> None:
         store = self._store
-        await store.slots.acquire()
-        self._holding = True
-        self._buffer = bytearray()
+        self._begun = True
+        self._buffer = await store.buffers.take()
+        self._fill = 0
         if self._base > self._first:  # the tail holds the bytes between the grid and the offset
             want = self._base - self._first
             key = store.tail_key(self._upload.id, self._first)
             body = (await store.run(store.client.get_object, Bucket=store.bucket, Key=key))["Body"]
-            data = await store.run(body.read)
-            if len(data) != want:
-                raise OSError(f"tail {key} holds {len(data)} of {want} bytes")
-            self._buffer += data
+            try:
+                while self._fill < want:  # READ_CHUNK at a time: no second copy of the tail
+                    data = await store.run(body.read, min(READ_CHUNK, want - self._fill))
+                    if not data:
+                        break
+                    self._buffer[self._fill:self._fill + len(data)] = data
+                    self._fill += len(data)
+                extra = await store.run(body.read, 1)
+            finally:
+                body.close()
+            if self._fill != want or extra:
+                raise OSError(f"tail {key} does not hold exactly the {want} bytes before the offset")
 
     async def write(self, chunk: bytes) -> None:
         if self.failed is not None:
             raise self.failed
         try:
-            if self._buffer is None:
+            if not self._begun:
                 await self._begin()
         except Exception as exc:
             self.failed = as_os_error(exc, "read of the tail")
             raise self.failed from exc
-        if not self._holding and chunk:  # the first byte after a sent part: a new buffer's slot
-            await self._store.slots.acquire()
-            self._holding = True
         if self._hasher is not None:
             self._hasher.update(chunk)
-        buffer = self._buffer
-        assert buffer is not None
-        buffer += chunk
         size = self._store.part_size
-        while len(buffer) >= size:
-            rest = bytearray(buffer[size:])
-            del buffer[size:]
-            self._send(self._start, buffer)  # the sent part keeps its slot until S3 has it
-            self._start += size
-            self._buffer = buffer = rest
-            self._holding = False
-            # A slot for the next buffer only when bytes are left for it: a body that ends on
-            # the boundary must not wait (behind other writers queued for slots, whose clients
-            # may be idle) for a slot it never fills.
-            if buffer:
-                await self._store.slots.acquire()
-                self._holding = True
-            if self.failed is not None:
-                raise self.failed
+        view = memoryview(chunk)
+        done = 0
+        while done < len(view):
+            if self._buffer is None:  # the first byte after a sent part: a new buffer and its slot
+                self._buffer = await self._store.buffers.take()
+                self._fill = 0
+            n = min(size - self._fill, len(view) - done)
+            self._buffer[self._fill:self._fill + n] = view[done:done + n]  # same length: no resize
+            self._fill += n
+            done += n
+            if self._fill == size:
+                self._send(self._start, self._buffer)  # the sent part keeps its buffer and slot
+                self._start += size
+                # A buffer (and its slot) for the next part only when bytes are left for it: a
+                # body that ends on the boundary must not wait (behind other writers queued for
+                # slots, whose clients may be idle) for a slot it never fills.
+                self._buffer, self._fill = None, 0
+                if self.failed is not None:
+                    raise self.failed
 
-    def _send(self, start: int, data: bytearray) -> None:
-        """Send one full part; its slot goes with it and is released when S3 has it."""
+    def _send(self, start: int, buffer: bytearray) -> None:
+        """Send one full part; its buffer and slot go with it, given back when S3 has it."""
         kind = "stage" if self._staged else "part"
-        task = asyncio.get_running_loop().create_task(self._put(start, data, kind, release=True))
+        task = asyncio.get_running_loop().create_task(
+            self._put(start, buffer, self._store.part_size, kind, give_back=True))
         self._sending.append(task)
 
-    async def _put(self, start: int, data: bytearray, kind: str, release: bool) -> None:
-        """Store ``data`` at ``start`` as a part, the tail or a stage object; a failure is
-        recorded in ``failed`` (the first one wins), never raised."""
+    async def _put(self, start: int, buffer: bytearray, size: int, kind: str, give_back: bool) -> None:
+        """Store the first ``size`` bytes of ``buffer`` at ``start`` as a part, the tail or a
+        stage object, straight from the buffer; a failure is recorded in ``failed`` (the first
+        one wins), never raised."""
         store = self._store
         client = store.client
         try:
             fenced = await store.fenced_out(self._upload)
             if fenced is not None:
                 raise fenced
+            body = PartBody(memoryview(buffer)[:size])
             if kind == "stage":
                 await store.run(client.put_object, Bucket=store.bucket,
-                                Key=store.stage_key(self._upload.id, start), Body=data)
+                                Key=store.stage_key(self._upload.id, start), Body=body)
             elif kind == "tail":
                 await store.run(client.put_object, Bucket=store.bucket,
-                                Key=store.tail_key(self._upload.id, start), Body=data)
+                                Key=store.tail_key(self._upload.id, start), Body=body)
             else:
                 multipart = await store.run(store.multipart_id, self._upload)
                 if multipart is None:
                     raise FileNotFoundError(f"upload {self._upload.id} has no multipart upload")
                 await store.run(client.upload_part, Bucket=store.bucket, Key=self._key, UploadId=multipart,
-                                PartNumber=start // store.part_size + 1, Body=data)
+                                PartNumber=start // store.part_size + 1, Body=body)
                 self._parts.add(start)
-            self._stored[start] = len(data)
+            self._stored[start] = size
         except Exception as exc:
             if self.failed is None:
                 self.failed = as_os_error(exc, "write")
                 log.warning("upload=%s S3 %s at %d failed: %s", self._upload.id, kind, start, exc)
         finally:
-            if release:
-                store.slots.release()
+            if give_back:
+                store.buffers.give(buffer)
 
     def _stored_end(self) -> int:
         position = self._first
@@ -555,20 +635,20 @@ class S3Writer:
             if self._sending:
                 await asyncio.gather(*self._sending)
                 self._sending.clear()
-            buffer = self._buffer
-            if (self.failed is None and buffer and self._start + len(buffer) > self._base
+            buffer, fill = self._buffer, self._fill
+            if (self.failed is None and buffer is not None and fill and self._start + fill > self._base
                     and self._stored_end() == self._start):
-                ends = self._upload.length is not None and self._start + len(buffer) == self._upload.length
+                ends = self._upload.length is not None and self._start + fill == self._upload.length
                 kind = "stage" if self._staged else ("part" if ends else "tail")
-                await self._put(self._start, buffer, kind, release=False)
+                await self._put(self._start, buffer, fill, kind, give_back=False)
             if self._base > self._first and self._first in self._parts:
                 await self._drop_tail(self._first)
             self.written = max(0, self._stored_end() - self._base)
         finally:
-            self._buffer = None
-            if self._holding:
-                self._holding = False
-                store.slots.release()
+            self._begun = False
+            if self._buffer is not None:
+                buffer, self._buffer, self._fill = self._buffer, None, 0
+                store.buffers.give(buffer)
         return self.written
 
     async def _drop_tail(self, start: int) -> None:

@@ -339,3 +339,48 @@ async def test_a_body_ending_on_a_part_boundary_waits_for_no_new_slot(make_store
     await asyncio.wait_for(queued, 20)  # the slot went on to the waiting writer
     assert await queued_writer.close() == 1 and await idle.close() == 1
     assert store.slots._value == 2
+
+
+async def test_part_buffers_are_made_once_and_reused_across_uploads(make_store, s3) -> None:
+    """Parts, tails, stages and last parts are filled into a pool of at most max_buffered_parts
+    buffers of exactly part_size, made once per store and reused by every later upload. Each
+    upload's bytes differ and every tail is shorter than the part before it in the same buffer,
+    so a reused buffer's old bytes reaching S3 would show in the sha256 of the objects."""
+    store = make_store(max_buffered_parts=2)
+
+    async def staged(upload: Upload, data: bytes) -> None:
+        hasher = hashlib.sha256()
+        stager = store.stager(upload, hasher)
+        for i in range(0, len(data), 700_000):
+            await stager.write(data[i:i + 700_000])
+        written = await stager.close()
+        assert stager.failed is None
+        await stager.commit()
+        await stager.discard()
+        upload.offset += written
+
+    async def one(length: int, split: int, stage: bool) -> tuple[Upload, bytes]:
+        data = os.urandom(length)
+        upload = await create(store, length)
+        await append(store, upload, data[:split], chunk=1_000_000)  # leaves a tail
+        if stage:
+            await staged(upload, data[split:])
+        else:
+            await append(store, upload, data[split:], chunk=1_000_000)
+        await store.finish(upload)
+        return upload, data
+
+    # three at once on two slots: both buffers are needed, a third never is
+    done = await asyncio.gather(one(2 * P + 1_000, P + 333, False), one(3 * P, 2 * P - 1, False),
+                                one(P + 77, 12_345, True))
+    pool = store.buffers
+    assert pool.made == 2 and len(pool.free) == 2
+    assert all(type(b) is bytearray and len(b) == P for b in pool.free)
+    first = {id(b) for b in pool.free}
+    for length, split, stage in [(4 * P + 5, 3 * P + 1, False), (2 * P, P, True), (999, 10, False)]:
+        done.append(await one(length, split, stage))
+    done += await asyncio.gather(*(one(P + 3, 1, False) for _ in range(3)))
+    assert pool.made == 2 and {id(b) for b in pool.free} == first  # the same two buffers, reused
+    assert all(len(b) == P for b in pool.free) and store.slots._value == 2  # noqa: SLF001
+    for upload, data in done:
+        assert sha(s3.read(store.original_key(upload.id))) == sha(data)
