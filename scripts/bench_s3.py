@@ -28,12 +28,15 @@ freshly started server of each kind (after a 1 MiB warm-up upload, so RSS left b
 runs hides nothing): the RSS growth during it (sampled every 20 ms, and VmHWM), against the bound
 max_buffered_parts * part_size, and the largest regular file each server opened during it (a
 temporary file of the whole upload would show here), sampled from /proc/<pid>/fd every 50 ms.
+``--max-buffered-parts 1,4,8`` repeats tusflow's figure with each value (a fresh server each);
+``--memory-only`` skips the throughput table and measures only that.
 
 The client is scripts/benchkit.py's (its own process, sendfile, one thread per upload). This
 is a benchmark, not a test: figures depend on the machine and on what else runs on it (see the
 load column).
 
 usage: .venv/bin/python scripts/bench_s3.py [--mib 256] [--repeat 2] [--dir D]
+                                            [--memory-only] [--max-buffered-parts 8]
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ def empty_bucket(client: Any, bucket: str) -> None:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
-def tusflow_server(work: Path, s3: SeaweedServer, client: Any, label: str = "tusflow") -> Server:
+def tusflow_server(work: Path, s3: SeaweedServer, client: Any, label: str = "tusflow",
+                   max_buffered_parts: int = MAX_BUFFERED_PARTS) -> Server:
     folder = work / label
     tmp = folder / "tmp"
     tmp.mkdir(parents=True)
@@ -102,7 +106,7 @@ def tusflow_server(work: Path, s3: SeaweedServer, client: Any, label: str = "tus
         "storage": {"data_dir": str(folder / "var"), "backend": "s3"},
         "storage.s3": {"endpoint_url": s3.endpoint_url, "region": REGION, "bucket": BUCKETS["tusflow"],
                        "prefix": "", "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY,
-                       "part_size": PART_SIZE, "max_buffered_parts": MAX_BUFFERED_PARTS},
+                       "part_size": PART_SIZE, "max_buffered_parts": max_buffered_parts},
         "uploads": {"max_size": 10_000 * PART_SIZE, "expiration": 3600},
         "redis": {"url": "redis://127.0.0.1:1"},
         "locks": {"backend": "file"},
@@ -217,13 +221,50 @@ def package_version(name: str) -> str:
         return "?"
 
 
-def bench(work: Path, data_file: Path, size: int, repeat: int) -> None:
+def bench(work: Path, data_file: Path, size: int, repeat: int, memory_only: bool = False,
+          buffered: list[int] | None = None) -> None:
     s3 = SeaweedServer(work / "weed")
     servers: list[Server] = []
     try:
         client = s3.client()
         for bucket in BUCKETS.values():
             client.create_bucket(Bucket=bucket)
+        if not memory_only:
+            servers = table(work, s3, client, data_file, size, repeat)
+        for server in servers:  # the memory figures come from fresh processes
+            server.stop()
+        servers = []
+        big = 4 * size
+        print(f"\nMemory during one whole-file PATCH of {big / MiB:g} MiB, in a freshly started server after a "
+              f"1 MiB warm-up upload;\ntusflow's S3 store may hold at most max_buffered_parts * part_size of "
+              f"bodies (part_size {PART_SIZE / MiB:g} MiB)\nload before: {Path('/proc/loadavg').read_text().strip()}",
+              flush=True)
+        for i, n in enumerate(buffered or [MAX_BUFFERED_PARTS]):
+            servers.append(tusflow_server(work, s3, client, f"tusflow-fresh-{i}-{n}", max_buffered_parts=n))
+            memory_figure(servers[-1], data_file, big, f"tusflow {n:>2}", f"bound {n * PART_SIZE / MiB:>4g} MiB")
+            servers.pop().stop()
+        servers.append(node_server(work, s3, client, "tus-node-fresh"))
+        memory_figure(servers[-1], data_file, big, "@tus/server", "")
+        print(f"load after: {Path('/proc/loadavg').read_text().strip()}", flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+        s3.stop()
+
+
+def memory_figure(server: Server, data_file: Path, big: int, label: str, note: str) -> None:
+    rss0 = status_kib(server.pid, "VmRSS") / 1024
+    with OpenFiles(server.pid) as opened:
+        growth = rss_growth(server, data_file, big)
+    print(f"  {label:<12} RSS {rss0:>5.0f} MiB at start, growth {growth:>6.1f} MiB during the PATCH"
+          f"{', ' + note if note else ''}; largest file it opened {opened.largest / MiB:>6.1f} MiB; "
+          f"load {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
+
+
+def table(work: Path, s3: SeaweedServer, client: Any, data_file: Path, size: int, repeat: int) -> list[Server]:
+    """The throughput table; returns the servers it started (the caller stops them)."""
+    servers: list[Server] = []
+    try:
         tusflow = tusflow_server(work, s3, client)
         servers.append(tusflow)
         node = node_server(work, s3, client)
@@ -262,25 +303,11 @@ def bench(work: Path, data_file: Path, size: int, repeat: int) -> None:
                   f"{med(node, 'also_cpu_per_gib', 0):>10.2f}   "
                   f"{max(r['peak_rss_mib'] for r in runs[tusflow.name]):>15.0f}"
                   f"{max(r['peak_rss_mib'] for r in runs[node.name]):>6.0f}{sha:>6}{max(loads):>6.1f}", flush=True)
-        for server in servers:  # the memory figures come from fresh processes
-            server.stop()
-        servers = [tusflow_server(work, s3, client, "tusflow-fresh"), node_server(work, s3, client, "tus-node-fresh")]
-        big = 4 * size
-        bound = MAX_BUFFERED_PARTS * PART_SIZE / MiB
-        print(f"\nMemory during one whole-file PATCH of {big / MiB:g} MiB, in a freshly started server after a "
-              f"1 MiB warm-up upload;\ntusflow's S3 store may hold at most max_buffered_parts * part_size = "
-              f"{bound:g} MiB of bodies", flush=True)
-        for server in servers:
-            rss0 = status_kib(server.pid, "VmRSS") / 1024
-            with OpenFiles(server.pid) as opened:
-                growth = rss_growth(server, data_file, big)
-            print(f"  {server.name:<12} RSS {rss0:>5.0f} MiB at start, growth {growth:>6.1f} MiB during the PATCH; "
-                  f"largest file it opened {opened.largest / MiB:>6.1f} MiB", flush=True)
-        print(f"load after: {Path('/proc/loadavg').read_text().strip()}", flush=True)
-    finally:
+    except BaseException:
         for server in servers:
             server.stop()
-        s3.stop()
+        raise
+    return servers
 
 
 def main() -> None:
@@ -288,9 +315,20 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256, help="MiB per upload (default 256)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the median counts")
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one under /tmp)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="skip the throughput table: only the memory of one whole-file PATCH")
+    parser.add_argument("--max-buffered-parts", default=str(MAX_BUFFERED_PARTS),
+                        help="comma-separated max_buffered_parts values for tusflow's memory figure, "
+                             f"one fresh server each (default {MAX_BUFFERED_PARTS})")
     args = parser.parse_args()
     if args.mib < 1 or args.repeat < 1:
         raise SystemExit("--mib and --repeat must be at least 1")
+    try:
+        buffered = [int(v) for v in args.max_buffered_parts.split(",")]
+    except ValueError:
+        raise SystemExit("--max-buffered-parts takes integers, e.g. 1,4,8") from None
+    if not buffered or min(buffered) < 1:
+        raise SystemExit("--max-buffered-parts values must be at least 1")
     size = args.mib * MiB
     work = Path(tempfile.mkdtemp(prefix="tusflow-bench-s3-", dir=args.dir))
     data_file = work / "source.bin"
@@ -299,7 +337,7 @@ def main() -> None:
         for i in range(-(-4 * size // (64 * MiB))):
             f.write(bytes([i % 256]) + block[1:])
     try:
-        bench(work, data_file, size, args.repeat)
+        bench(work, data_file, size, args.repeat, args.memory_only, buffered)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
