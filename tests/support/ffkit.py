@@ -16,13 +16,19 @@ def run(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly (overwriting its output) and fail the test with its stderr if it
+    fails: for the fixtures that remux or cut a clip to make a particular kind of input."""
+    proc = run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args])
+    assert proc.returncode == 0, proc.stderr
+
+
 def make_clip(path: Path, *, size: str = "640x360", duration: float = 2.0, rate: int = 30,
               audio: bool = True, vcodec: list[str] | None = None,
               black_until: float = 0.0, extra: list[str] | None = None,
               fmt: list[str] | None = None) -> Path:
     """A synthetic clip: moving test pattern (+ a tone), optionally black at the start."""
-    argv = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={duration}"]
+    argv = ["-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={duration}"]
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=f=440:sample_rate=44100:d={duration}"]
     if black_until:
@@ -31,8 +37,7 @@ def make_clip(path: Path, *, size: str = "640x360", duration: float = 2.0, rate:
     if audio:
         argv += ["-c:a", "aac", "-shortest"]
     argv += (extra or []) + (fmt or []) + [str(path)]
-    proc = run(argv)
-    assert proc.returncode == 0, proc.stderr
+    ffmpeg(*argv)
     return path
 
 
@@ -137,3 +142,29 @@ def ffmpeg_processes_in(folder: Path) -> list[int]:
 
 def all_output_bytes(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def joined_rendition(folder: Path, media: dict, out: Path) -> Path:
+    """A rendition as a player appends it: the init segment (``media`` from parse_media),
+    then every segment in playlist order (byte ranges honoured), in one probe-able file."""
+    with out.open("wb") as sink:
+        if media.get("map"):
+            sink.write((folder / media["map"]).read_bytes())
+        for _, uri, byterange in media["segments"]:
+            data = (folder / uri).read_bytes()
+            if byterange is not None:
+                length, offset = byterange
+                data = data[offset:offset + length]
+            sink.write(data)
+    return out
+
+
+def displayed_size(stream: dict) -> tuple[int, int]:
+    """(width, height) of a video stream as a player shows it: swapped when its display
+    matrix turns it by 90 or 270 degrees."""
+    width, height = int(stream["width"]), int(stream["height"])
+    turns = [int(float(s["rotation"])) for s in stream.get("side_data_list") or []
+             if "rotation" in s]
+    if turns and abs(turns[0]) % 180 == 90:
+        return height, width
+    return width, height

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.config import Rung, TranscodeConfig
-from tests.support.ffkit import make_clip, run
+from tests.support.ffkit import ffmpeg, make_clip
 
 SMALL_LADDER = (Rung("360p", 360, 700, 96), Rung("240p", 240, 400, 64))
 
@@ -60,9 +60,8 @@ def no_audio(media) -> Path:
 @pytest.fixture(scope="session")
 def audio_only(media) -> Path:
     path = media / "voice.m4a"
-    proc = run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                "sine=f=300:sample_rate=22050:d=3", "-ac", "1", "-c:a", "aac", str(path)])
-    assert proc.returncode == 0, proc.stderr
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:sample_rate=22050:d=3", "-ac", "1", "-c:a", "aac",
+           str(path))
     return path
 
 
@@ -70,9 +69,7 @@ def audio_only(media) -> Path:
 def rotated(media, landscape) -> Path:
     """A phone-style file: landscape pixels plus a 90 degree display matrix."""
     path = media / "rotated.mp4"
-    proc = run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(landscape),
-                "-c", "copy", "-metadata:s:v:0", "rotate=90", str(path)])
-    assert proc.returncode == 0, proc.stderr
+    ffmpeg("-i", str(landscape), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(path))
     return path
 
 
@@ -92,9 +89,7 @@ def long_clip(media) -> Path:
 @pytest.fixture(scope="session")
 def transport_stream(media, landscape) -> Path:
     path = media / "target.ts"
-    proc = run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(landscape),
-                "-c", "copy", "-f", "mpegts", str(path)])
-    assert proc.returncode == 0, proc.stderr
+    ffmpeg("-i", str(landscape), "-c", "copy", "-f", "mpegts", str(path))
     return path
 
 
@@ -111,9 +106,7 @@ def truncated(media, landscape) -> Path:
 def truncated_faststart(media, landscape) -> Path:
     """Cut off after its index (moov first): ffprobe is happy, the media data is not there."""
     whole = media / "faststart.mp4"
-    proc = run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(landscape),
-                "-c", "copy", "-movflags", "+faststart", str(whole)])
-    assert proc.returncode == 0, proc.stderr
+    ffmpeg("-i", str(landscape), "-c", "copy", "-movflags", "+faststart", str(whole))
     data = whole.read_bytes()
     path = media / "truncated-faststart.mp4"
     path.write_bytes(data[: len(data) * 4 // 10])
