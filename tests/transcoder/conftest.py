@@ -17,6 +17,13 @@ if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:  # pragma:
     pytest.skip("ffmpeg/ffprobe are not installed", allow_module_level=True)
 
 
+def _remuxed(source: Path, path: Path, *options: str) -> Path:
+    """``source``'s streams copied unchanged into ``path`` with ``options`` (a display
+    matrix, another container, the index first): a new kind of input, the same pictures."""
+    ffmpeg("-i", str(source), "-c", "copy", *options, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_cfg() -> TranscodeConfig:
     """Two rungs, 2 s segments and 1 s IDRs, so a 4 s clip has several segments and
@@ -68,9 +75,7 @@ def audio_only(media) -> Path:
 @pytest.fixture(scope="session")
 def rotated(media, landscape) -> Path:
     """A phone-style file: landscape pixels plus a 90 degree display matrix."""
-    path = media / "rotated.mp4"
-    ffmpeg("-i", str(landscape), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(path))
-    return path
+    return _remuxed(landscape, media / "rotated.mp4", "-metadata:s:v:0", "rotate=90")
 
 
 @pytest.fixture(scope="session")
@@ -88,9 +93,7 @@ def long_clip(media) -> Path:
 
 @pytest.fixture(scope="session")
 def transport_stream(media, landscape) -> Path:
-    path = media / "target.ts"
-    ffmpeg("-i", str(landscape), "-c", "copy", "-f", "mpegts", str(path))
-    return path
+    return _remuxed(landscape, media / "target.ts", "-f", "mpegts")
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +108,7 @@ def truncated(media, landscape) -> Path:
 @pytest.fixture(scope="session")
 def truncated_faststart(media, landscape) -> Path:
     """Cut off after its index (moov first): ffprobe is happy, the media data is not there."""
-    whole = media / "faststart.mp4"
-    ffmpeg("-i", str(landscape), "-c", "copy", "-movflags", "+faststart", str(whole))
-    data = whole.read_bytes()
+    data = _remuxed(landscape, media / "faststart.mp4", "-movflags", "+faststart").read_bytes()
     path = media / "truncated-faststart.mp4"
     path.write_bytes(data[: len(data) * 4 // 10])
     return path
