@@ -195,9 +195,10 @@ def main() -> int:
             # Each worker on a core of its own (taskset -c 0, taskset -c 1), started outside
             # `tusflow up`; the server and Redis are not pinned (they idle while ffmpeg runs).
             before1 = loadavg()
-            _, r1 = run_one(root, scaling_clip, 1, settings, pin=True)
+            logs = [args.logs / f"scaling-{w}w.log" if args.logs else None for w in (1, 2)]
+            _, r1 = run_one(root, scaling_clip, 1, settings, pin=True, log=logs[0])
             before2 = loadavg()
-            _, r2 = run_one(root, scaling_clip, 2, settings, pin=True)
+            _, r2 = run_one(root, scaling_clip, 2, settings, pin=True, log=logs[1])
             print(f"scaling h264-{scaling_d}s ({label}): R 1 worker on core 0 {r1:.1f} s "
                   f"(load {before1} -> {before2}), 2 workers on cores 0 and 1 {r2:.1f} s "
                   f"(load {before2} -> {loadavg()}), speed-up {r1 / r2:.2f}x", flush=True)
