@@ -28,6 +28,9 @@ freshly started server of each kind (after a 1 MiB warm-up upload, so RSS left b
 runs hides nothing): the RSS growth during it (sampled every 20 ms, and VmHWM), against the bound
 max_buffered_parts * part_size, and the largest regular file each server opened during it (a
 temporary file of the whole upload would show here), sampled from /proc/<pid>/fd every 50 ms.
+tusflow's store keeps its part buffers (at most max_buffered_parts, made on first need): the
+one the warm-up made is reused by the PATCH and is not in its growth, which so is at most
+(max_buffered_parts - 1) * part_size of buffers plus what else the PATCH allocates.
 ``--max-buffered-parts 1,4,8`` repeats tusflow's figure with each value (a fresh server each);
 ``--memory-only`` skips the throughput table and measures only that.
 
