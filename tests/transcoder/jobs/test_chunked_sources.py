@@ -72,6 +72,10 @@ def _make(kind: str, d: Path) -> Source:
                                 vcodec=[*X264, "-g", "50"],
                                 extra=[*AAC, "-output_ts_offset", "1.4"],
                                 fmt=["-f", "mpegts"]))
+    if kind == "ts_gop3":  # 3 s GOPs: the 4 s chunk starts fall inside a GOP
+        return Source(make_clip(d / "cam.ts", size="640x360", duration=10.0, rate=25,
+                                vcodec=[*X264, "-g", "75", "-keyint_min", "75",
+                                        "-sc_threshold", "0"], extra=AAC, fmt=["-f", "mpegts"]))
     if kind == "ts_long_gop":  # the same with x264's default 10 s GOP: one IDR in the file
         return Source(make_clip(d / "cam.ts", size="640x360", duration=10.0, rate=25,
                                 vcodec=X264, extra=AAC, fmt=["-f", "mpegts"]))
@@ -240,11 +244,15 @@ def _check_ladder(out: Path, source: Source, tmp: Path) -> None:
         assert abs(declared_peak - peak) <= 0.1 * peak, (uri, declared_peak, peak)
 
 
-TS_SEEK_BUG = ("chunks.input_window / ffmpeg.chunk_command seek the input to the chunk start; "
-               "mpegts has no index and ffmpeg 5.1's seek in it lands on the NEXT keyframe "
-               "(or nowhere), so chunks after the only IDR decode no frame and the join "
-               "fails ('init segment differs'); see the report")
+# ffmpeg 5.1's mpegts demuxer indexes every packet as a keyframe while it bisects for a seek
+# ("FIXME keyframe?" in mpegts_get_dts), so the chunk's input -ss lands on any packet and the
+# decoder skips to the NEXT keyframe: 3 s GOPs freeze 2 s after the 4 s join (fps pads with
+# the first decoded picture), a 10 s GOP leaves chunks 1-2 without a frame (the join then
+# fails with "init segment differs"). Fix belongs in fanout/chunks/partjobs (see report).
+TS_SEEK_BUG = ("chunk input seek in MPEG-TS lands past the chunk start (mpegts seeks are not "
+               "keyframe-aware): frozen or missing pictures after a join")
 SOURCES = ["rotated", "rotated_hevc_270", "rotated_180", "ts_offset",
+           pytest.param("ts_gop3", marks=pytest.mark.xfail(strict=True, reason=TS_SEEK_BUG)),
            pytest.param("ts_long_gop", marks=pytest.mark.xfail(strict=True,
                                                                reason=TS_SEEK_BUG)),
            "gap20", "hevc", "ten_bit", "hevc_10bit", "vfr", "no_audio",
