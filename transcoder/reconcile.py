@@ -191,7 +191,9 @@ def release_dead_scheduler(queue: Queue, report: ReconcileReport) -> None:
     name = owner.decode() if isinstance(owner, bytes) else str(owner)
     try:
         scheduler = RQScheduler.fetch(name, conn)
-    except SchedulerNotFound:
+    except (SchedulerNotFound, KeyError, ValueError):
+        # gone, or a hash only partly rewritten by its heartbeat after Redis lost its data
+        # (KeyError 'name'): not provably dead, and RQ's own lock expiry still frees it
         return
     if scheduler.hostname != socket.gethostname() or not scheduler.pid:
         return
@@ -331,7 +333,9 @@ def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
     """A chunked generation: its own job finished after handing the ladder to part jobs, so
     the media is in hand as long as its parts are. Never a new generation while they run:
     - a part filed as failed (its worker killed on the last try) fails the media;
-    - a released part Redis no longer holds, and not done, is enqueued again (same id);
+    - a released part Redis no longer holds, and not done, is enqueued again (same id), as is
+      one still marked started whose worker is dead and that RQ no longer lists as started
+      (its registry entry lost, so RQ's abandoned-job handling cannot requeue it);
     - every chunk done or released but none in the queue (a release lost in a crash): the
       next one is released; every part done and no join: the join is enqueued."""
     parts: list[str] = fanned["parts"]
@@ -350,14 +354,16 @@ def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
         if status in ENDED_BADLY:
             _fail_ended_job(step, row, status, part_job=job_id)
             return
-        if status is None or (status == JobStatus.FINISHED and part == chunks.JOIN_PART):
-            # lost by Redis, or a join that ended without making the media ready
+        if status is None or (status == JobStatus.FINISHED and part == chunks.JOIN_PART) or \
+                (status == JobStatus.STARTED and _orphaned_start(step, job)):
+            # lost by Redis, a join that ended without making the media ready, or a part whose
+            # worker died with RQ never to requeue it (no StartedJobRegistry entry left)
             plan = _plan(step, row)
             if plan is None:
                 _replace_lost_job(step, row)  # nothing to resume from: start over
                 return
-            if status == JobStatus.FINISHED:
-                Job.fetch(job_id, connection=step.conn).delete()
+            if job is not None:
+                job.delete()
             enqueue_part(step.settings, step.conn, row.media_id, row.job_id, part,
                          plan["duration"])
             step.report.reenqueued.append(row.media_id)
@@ -375,6 +381,17 @@ def _sync_parts(step: Pass, row: MediaRow, fanned: dict) -> None:
                          chunks.chunk_part(index),
                          (end if end is not None else plan["duration"]) - start)
             step.report.reenqueued.append(row.media_id)
+
+
+def _orphaned_start(step: Pass, job: Job) -> bool:
+    """A job marked started whose worker is dead and which is not in its queue's
+    StartedJobRegistry: ``recover_abandoned`` (run just before) already handed every listed
+    one to RQ, so nobody else will ever run this one again."""
+    if not worker_is_dead(step.conn, job.worker_name):
+        return False
+    queue = Queue(job.origin or step.settings.redis.queue, connection=step.conn)
+    listed = {j for j, _ in queue.started_job_registry.get_job_and_execution_ids(cleanup=False)}
+    return job.id not in listed
 
 
 def _plan(step: Pass, row: MediaRow) -> dict | None:
