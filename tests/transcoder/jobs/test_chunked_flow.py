@@ -24,99 +24,16 @@ from models.redis_conn import connect
 from tests.support.httpd import http_get
 from tests.support.media import make_clip
 from tests.support.procs import TUSFLOW
-from tests.support.stack import SLOW_LADDER, upload
+from tests.support.stack import upload
 from tests.support.waiting import wait_until
-from tests.support.ffkit import ffprobe, parse_attributes
+from tests.support.chunked import CHUNKED, check_joined_ladder, chunk_starts, part_lines
 
-CHUNKED = {"ladder": SLOW_LADDER, "chunk_seconds": 4.0, "segment_duration": 2,
-           "keyframe_interval": 1, "first_rung": "240p"}
 
 
 @pytest.fixture(scope="module")
 def ten_s(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 s at 25 fps with a 48 kHz tone: not a multiple of the 4 s chunks."""
     return make_clip(tmp_path_factory.mktemp("chunked") / "ten.mp4", 640, 360, seconds=10)
-
-
-def _segments(playlist: Path) -> tuple[str | None, list[tuple[str, float]]]:
-    init, out, pending = None, [], None
-    for line in playlist.read_text().splitlines():
-        if line.startswith("#EXT-X-MAP:"):
-            init = parse_attributes(line.split(":", 1)[1])["URI"]
-        elif line.startswith("#EXTINF:"):
-            pending = float(line.split(":", 1)[1].split(",")[0])
-        elif line and not line.startswith("#"):
-            out.append((line, pending))
-    return init, out
-
-
-def _joined(folder: Path, tmp: Path) -> Path:
-    """init + every segment of a rendition, as a player appends them."""
-    init, segs = _segments(folder / "index.m3u8")
-    joined = tmp / f"{folder.name}.mp4"
-    with joined.open("wb") as out:
-        if init:
-            out.write((folder / init).read_bytes())
-        for uri, _ in segs:
-            out.write((folder / uri).read_bytes())
-    return joined
-
-
-def _part_lines(stack_workers, media_id: str, what: str) -> list[str]:
-    return [line for w in stack_workers for line in w.output.splitlines()
-            if what in line and media_id in line]
-
-
-def check_joined_ladder(out: Path, source: Path, tmp: Path) -> None:
-    """Every rendition one continuous stream: frames in exact steps across the chunk joins,
-    an IDR at every segment start, as long as the source; audio as long as the video;
-    declared bandwidth within 10 % of what the joined playlist measures."""
-    src = ffprobe(source, "-show_format", "-show_streams")
-    duration = float(src["format"]["duration"])
-    fps = 25.0
-    master = (out / "master.m3u8").read_text()
-    variants = [(parse_attributes(line.split(":", 1)[1]), master.splitlines()[i + 1])
-                for i, line in enumerate(master.splitlines())
-                if line.startswith("#EXT-X-STREAM-INF:")]
-    assert {uri.split("/")[0] for _, uri in variants} >= {"360p", "240p"}, master
-    assert "source/" not in master
-    audio_dir = out / "audio"
-    _, audio_segs = _segments(audio_dir / "index.m3u8")
-    audio_bytes = sum((audio_dir / u).stat().st_size for u, _ in audio_segs)
-    audio_secs = sum(d for _, d in audio_segs)
-    for attrs, uri in variants:
-        folder = out / uri.split("/")[0]
-        joined = _joined(folder, tmp)
-        packets = ffprobe(joined, "-select_streams", "v:0", "-show_entries",
-                          "packet=pts_time,dts_time,flags")["packets"]
-        pts = sorted(float(p["pts_time"]) for p in packets)
-        dts = [float(p["dts_time"]) for p in packets]
-        assert all(b > a for a, b in zip(dts, dts[1:])), "decode order not monotonic"
-        steps = [round(b - a, 4) for a, b in zip(pts, pts[1:])]
-        assert set(steps) == {round(1 / fps, 4)}, f"{uri}: gaps/overlaps {sorted(set(steps))}"
-        assert pts[0] == pytest.approx(0.0, abs=1e-3)
-        assert len(pts) == round(duration * fps), f"{uri}: {len(pts)} frames"
-        # IDR at every segment start, all at whole seconds (the shared 1 s grid)
-        _, segs = _segments(folder / "index.m3u8")
-        starts, t = [], 0.0
-        for _, d in segs:
-            starts.append(round(t, 3))
-            t += d
-        keys = {round(float(p["pts_time"]), 3) for p in packets if "K" in p["flags"]}
-        assert set(starts) <= keys, (starts, sorted(keys))
-        assert all(abs(k - round(k)) < 1e-3 for k in keys)
-        assert max(d for _, d in segs) <= 2.0 + 1e-3
-        # declared numbers against the joined files
-        video_bytes = sum((folder / u).stat().st_size for u, _ in segs)
-        measured = (video_bytes + audio_bytes) * 8 / sum(d for _, d in segs)
-        declared = int(attrs["AVERAGE-BANDWIDTH"])
-        assert abs(declared - measured) <= 0.1 * measured, (uri, declared, measured)
-        assert int(attrs["BANDWIDTH"]) >= declared
-        proc = ffprobe(joined, "-show_format")
-        assert float(proc["format"]["duration"]) == pytest.approx(duration, abs=0.05)
-    # audio: one stream for the whole file, ending with the video (within a frame)
-    assert audio_secs == pytest.approx(duration, abs=1 / fps + 0.03)
-    assert "#EXT-X-MEDIA:TYPE=AUDIO" in master
 
 
 def test_chunked_ladder_is_one_continuous_stream_per_rendition(
@@ -129,8 +46,8 @@ def test_chunked_ladder_is_one_continuous_stream_per_rendition(
     assert done.state == MediaState.READY, done.error
     # three chunk jobs, one audio part and one join, on whichever worker was free
     for part in ("chunk-0", "chunk-1", "chunk-2", "audio", "join"):
-        assert _part_lines(workers, media_id, f"part={part}"), part
-    assert not _part_lines(workers, media_id, "part=chunk-3")
+        assert part_lines(workers, media_id, f"part={part}"), part
+    assert not part_lines(workers, media_id, "part=chunk-3")
     out = Layout(s.settings.data_dir).media_dir(media_id)
     check_joined_ladder(out, ten_s, tmp_path)
     assert (out / "poster.jpg").stat().st_size > 0
@@ -140,7 +57,7 @@ def test_chunked_ladder_is_one_continuous_stream_per_rendition(
     assert status == 200 and item["state"] == "ready" and item["progress"] == 100
     assert [r["state"] for r in item["renditions"]] == ["ready"] * len(item["renditions"])
     # the whole-video job handed its ladder over and did not encode it itself
-    assert _part_lines(workers, media_id, "event=transcode.fanned_out")
+    assert part_lines(workers, media_id, "event=transcode.fanned_out")
 
 
 def _wrapper(tmp: Path, body: str) -> Path:
@@ -155,11 +72,6 @@ def _wrapper(tmp: Path, body: str) -> Path:
     return path
 
 
-def _chunk_starts(workers, media_id: str, part: str) -> int:
-    return len([line for line in _part_lines(workers, media_id, "event=part.start")
-                if f"part={part} " in line + " "])
-
-
 def test_a_chunk_failing_once_is_retried_alone_and_the_media_becomes_ready(
         stack: Callable, start_server: Callable, ten_s: Path, tmp_path: Path) -> None:
     wrapper = _wrapper(tmp_path, '  if [ ! -e "$STATE/failed-once" ]; then\n'
@@ -172,9 +84,9 @@ def test_a_chunk_failing_once_is_retried_alone_and_the_media_becomes_ready(
     done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=180)
     assert done.state == MediaState.READY, done.error
     assert (tmp_path / "failed-once").exists()
-    assert _chunk_starts(workers, media_id, "chunk-1") == 2   # the failed try and its retry
-    assert _chunk_starts(workers, media_id, "chunk-0") == 1   # nobody else ran again
-    assert _part_lines(workers, media_id, "event=part.retrying")
+    assert chunk_starts(workers, media_id, "chunk-1") == 2   # the failed try and its retry
+    assert chunk_starts(workers, media_id, "chunk-0") == 1   # nobody else ran again
+    assert part_lines(workers, media_id, "event=part.retrying")
     check_joined_ladder(Layout(s.settings.data_dir).media_dir(media_id), ten_s, tmp_path)
 
 
@@ -189,7 +101,7 @@ def test_a_chunk_failing_every_try_fails_the_media_with_a_reason(
     assert done.state == MediaState.FAILED
     assert "part 2 of 3 of the video" in (done.error or ""), done.error
     assert "exit code 1" in done.error
-    assert _chunk_starts(workers, media_id, "chunk-1") == 3  # [worker] tries = 3
+    assert chunk_starts(workers, media_id, "chunk-1") == 3  # [worker] tries = 3
     status, body = http_get(f"{server.origin}/api/media/{media_id}")
     assert status == 200 and json.loads(body)["state"] == "failed"
     wait_until(lambda: not list(Layout(s.settings.data_dir).scratch.glob(f"{media_id}.parts*")),
@@ -214,8 +126,8 @@ def test_worker_killed_mid_chunk_the_chunk_runs_again_and_the_media_is_ready(
     rescuer = s.start_worker("rescuer")
     done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=240)
     assert done.state == MediaState.READY, done.error
-    assert _chunk_starts([rescuer], media_id, part) == 1, rescuer.output[-3000:]
-    assert not _part_lines([rescuer], media_id, "event=transcode.start")  # no new generation
+    assert chunk_starts([rescuer], media_id, part) == 1, rescuer.output[-3000:]
+    assert not part_lines([rescuer], media_id, "event=transcode.start")  # no new generation
     assert done.job_id.endswith(media_id)  # still the first generation
     check_joined_ladder(layout.media_dir(media_id), ten_s, tmp_path)
 
@@ -226,7 +138,7 @@ def test_delete_during_chunks_stops_every_chunk_job(
     server = start_server(config=s.config)
     workers = [s.start_worker("a"), s.start_worker("b")]
     media_id = upload(server.url, ten_s)
-    wait_until(lambda: [line for line in _part_lines(workers, media_id, "event=part.start")
+    wait_until(lambda: [line for line in part_lines(workers, media_id, "event=part.start")
                         if "part=chunk-" in line], 90, what="a chunk started")
     layout = Layout(s.settings.data_dir)
     staging = next(layout.scratch.glob(f"{media_id}.parts*"))

@@ -20,8 +20,7 @@ from models.redis_conn import connect
 from tests.support.media import make_clip
 from tests.support.stack import upload
 from tests.support.waiting import wait_until
-from tests.transcoder.jobs.test_chunked_flow import CHUNKED, _chunk_starts, _part_lines, \
-    check_joined_ladder
+from tests.support.chunked import CHUNKED, check_joined_ladder, chunk_starts, part_lines
 
 SLOW = {**CHUNKED, "preset": "medium"}  # a chunk takes long enough to act in the middle
 
@@ -51,8 +50,8 @@ def test_a_queued_part_deleted_from_redis_is_enqueued_again_by_the_reconciler(
         conn.close()
     done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=240)
     assert done.state == MediaState.READY, done.error
-    assert [line for line in _part_lines([worker], media_id, "event=part.lost") if lost in line]
-    assert _chunk_starts([worker], media_id, "chunk-1") == 1
+    assert [line for line in part_lines([worker], media_id, "event=part.lost") if lost in line]
+    assert chunk_starts([worker], media_id, "chunk-1") == 1
     assert done.job_id == generation  # resumed, not started over
     check_joined_ladder(Layout(s.settings.data_dir).media_dir(media_id), ten_s, tmp_path)
 
@@ -63,7 +62,7 @@ def test_redis_losing_everything_mid_chunk_still_ends_ready(
     server = start_server(config=s.config)
     workers = [s.start_worker("a"), s.start_worker("b")]
     media_id = upload(server.url, ten_s)
-    wait_until(lambda: _part_lines(workers, media_id, "event=part.start"), 120,
+    wait_until(lambda: part_lines(workers, media_id, "event=part.start"), 120,
                what="a part started")
     conn = connect(s.settings)
     try:
@@ -72,7 +71,7 @@ def test_redis_losing_everything_mid_chunk_still_ends_ready(
         conn.close()
     done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=200)
     assert done.state == MediaState.READY, done.error
-    assert _part_lines(workers, media_id, "event=job.lost")  # started over as a new generation
+    assert part_lines(workers, media_id, "event=job.lost")  # started over as a new generation
     check_joined_ladder(Layout(s.settings.data_dir).media_dir(media_id), ten_s, tmp_path)
     layout = Layout(s.settings.data_dir)
     wait_until(lambda: not list(layout.scratch.glob(f"{media_id}.parts*")), 30,
@@ -104,6 +103,6 @@ def test_worker_killed_mid_chunk_and_job_never_requeued_runs_again(
     rescuer = s.start_worker("rescuer")
     done = s.wait_state(media_id, (MediaState.READY, MediaState.FAILED), timeout=240)
     assert done.state == MediaState.READY, done.error
-    assert _chunk_starts([rescuer], media_id, part) == 1, rescuer.output[-3000:]
+    assert chunk_starts([rescuer], media_id, part) == 1, rescuer.output[-3000:]
     assert done.job_id == generation  # the part ran again, the generation was not replaced
     check_joined_ladder(Layout(s.settings.data_dir).media_dir(media_id), ten_s, tmp_path)

@@ -19,7 +19,7 @@ from tests.support.procs import write_config
 from tests.support.s3 import BUCKET, S3Server
 from tests.support.stack import Stack, upload
 from tests.support.waiting import wait_until
-from tests.transcoder.jobs.test_chunked_flow import CHUNKED, _part_lines, check_joined_ladder
+from tests.support.chunked import CHUNKED, check_joined_ladder, part_lines
 
 GENERATION = "transcode-m1"
 
@@ -72,8 +72,8 @@ def test_chunked_ladder_on_two_workers_sharing_only_the_s3_store(
         assert done.state == MediaState.READY, done.error + "\n" + "\n".join(
             w.output[-3000:] for w in workers)
         for part in ("chunk-0", "chunk-1", "chunk-2", "audio", "join"):
-            assert _part_lines(workers, media_id, f"part={part}"), part
-        ran = [w for w in workers if _part_lines([w], media_id, "event=part.start")]
+            assert part_lines(workers, media_id, f"part={part}"), part
+        ran = [w for w in workers if part_lines([w], media_id, "event=part.start")]
         assert len(ran) == 2, "both hosts should have run parts"
         out = _download(s3, f"{prefix}media/{media_id}/", tmp_path / "published")
         check_joined_ladder(out, ten_s, tmp_path)
