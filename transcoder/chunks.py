@@ -161,13 +161,6 @@ def staging_dir(layout: Layout, media_id: str, job_id: str) -> Path:
     return layout.scratch / f"{media_id}.parts{suffix}"
 
 
-def remove_staging(layout: Layout, media_id: str) -> None:
-    """Every generation's local staging of a media (file store; the store's own
-    ``delete_staging`` covers both stores)."""
-    for folder in layout.scratch.glob(f"{media_id}.parts*"):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Beside itself, fsynced, renamed over: readers get the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")

@@ -33,6 +33,7 @@ from models.config import Settings
 from models.layout import Layout
 from models.lifecycle import JOB_PREFIX, default_job_id, job_belongs_to, part_job_id
 from models.logs import event
+from models.mediastore import open_media_store
 from models.redis_conn import connect
 from transcoder import chunks
 
@@ -218,8 +219,8 @@ def cancel_media(settings: Settings, engine: Engine, media_id: str, *,
     known = [media.job_id] if media is not None else []
     with _Conn(settings, connection) as conn:
         touched = _discard_jobs(conn, _candidate_job_ids(get_queue(settings, conn), media_id, known))
-    # A chunked run's finished parts wait in shared scratch for a join that will not come.
-    chunks.remove_staging(Layout(settings.data_dir), media_id)
+    # A chunked run's finished parts wait in the store's staging for a join that will not come.
+    open_media_store(settings, Layout(settings.data_dir)).delete_staging(media_id)
     event(log, "job.cancelled", media_id, jobs=touched)
     return touched > 0
 
