@@ -120,11 +120,36 @@ def frame_ranges(chunk: Chunk, plans: Sequence[RenditionPlan]) -> list[tuple[int
     return out
 
 
-def input_window(chunk: Chunk, plans: Sequence[RenditionPlan]) -> tuple[float, float | None]:
-    """Accurate input seek and stop around the chunk: half a frame before its first frame,
-    a frame and a half past its end (``fps`` emits a frame only once it sees the next)."""
+# Demuxers whose input -ss lands on whatever packet is near the time, not on a keyframe:
+# ffmpeg 5.1's mpegts demuxer marks every packet a keyframe while it bisects for a seek, so
+# the decoder then starts at the NEXT keyframe (a chunk of 3 s GOPs froze for 2 s after its
+# join; with one keyframe in the file, chunks decoded nothing). FLV and Ogg seek by search
+# too. Chunks of these seek to before the source keyframe instead (``seek_leads``).
+INEXACT_SEEK = frozenset({"mpegts", "flv", "ogg"})
+SEEK_MARGIN_S = 0.5
+
+
+def seek_leads(cuts: Sequence[Chunk], keyframes: Sequence[float]) -> list[float]:
+    """For a demuxer in ``INEXACT_SEEK``: per chunk, an input seek that lands before the last
+    source keyframe at or before the chunk's start (``keyframes`` on the chunks' timeline), so
+    decoding starts on that keyframe; the frames before the chunk are cut by the filters as
+    for any seek. ``SEEK_MARGIN_S`` absorbs where such a demuxer really lands."""
+    leads = []
+    for chunk in cuts:
+        before = [k for k in keyframes if k <= chunk.start + EPS]
+        leads.append(max(0.0, (before[-1] if before else 0.0) - SEEK_MARGIN_S))
+    return leads
+
+
+def input_window(chunk: Chunk, plans: Sequence[RenditionPlan],
+                 lead: float | None = None) -> tuple[float, float | None]:
+    """Accurate input seek and stop around the chunk: half a frame before its first frame
+    (or at ``lead`` when that is earlier: see ``seek_leads``), a frame and a half past its end
+    (``fps`` emits a frame only once it sees the next)."""
     fastest = max(float(p.fps) for p in plans if p.fps is not None)
     seek = chunk.start - 0.5 / fastest
+    if lead is not None:
+        seek = min(seek, lead)
     stop = chunk.end + 1.5 / fastest if chunk.end is not None else None
     return seek, stop
 

@@ -19,7 +19,7 @@ from models.layout import Layout
 from models.logs import event
 from models.mediastore import open_media_store
 from models.redis_conn import connect
-from transcoder import chunks, extras
+from transcoder import chunks, extras, fastpath
 from transcoder.ladder import RenditionPlan
 from transcoder.probe import ProbeResult
 from transcoder.progressive import Remaining
@@ -51,7 +51,7 @@ def fan_out(settings: Settings, media_id: str, job_id: str, info: ProbeResult,
         [chunks.chunk_part(c.index) for c in cuts]
     plan = {
         "media": media_id, "job": job_id, "duration": info.duration,
-        "chunks": [[c.start, c.end] for c in cuts],
+        "chunks": [[c.start, c.end] for c in cuts], "seek_leads": _seek_leads(cfg, info, cuts),
         "plans": [chunks.plan_to_json(p) for p in plans],
         "keyframe_interval": ladder_cfg.keyframe_interval,
         "segment_duration": ladder_cfg.segment_duration,
@@ -78,3 +78,16 @@ def fan_out(settings: Settings, media_id: str, job_id: str, info: ProbeResult,
 def _has_extras(info: ProbeResult, plans: list[RenditionPlan], cfg: TranscodeConfig) -> bool:
     return extras.plan_poster(info, plans) is not None or \
         extras.plan_storyboard(info, cfg) is not None
+
+
+def _seek_leads(cfg: TranscodeConfig, info: ProbeResult, cuts: list[chunks.Chunk]) -> list[float] | None:
+    """Where each chunk's input seek must land for a source whose demuxer seeks inexactly
+    (``chunks.INEXACT_SEEK``), from one demux-only pass over its video packets; None for the
+    others, which seek to a keyframe by their index. Keyframes move to the chunks' timeline
+    (``-start_at_zero``: the earliest stream start is 0)."""
+    if info.demuxer not in chunks.INEXACT_SEEK or info.video is None:
+        return None
+    starts = [s.start_time for s in (info.video, info.audio) if s is not None and s.start_time is not None]
+    origin = min(starts, default=0.0)
+    keyframes = [k - origin for k in fastpath.scan_source(cfg, info).keyframes]
+    return chunks.seek_leads(cuts, keyframes)

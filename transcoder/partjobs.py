@@ -216,7 +216,8 @@ class Part:
         plans = self._plans()
         start, end = self.plan["chunks"][index]
         chunk = chunks.Chunk(index, start, end)
-        seek, stop = chunks.input_window(chunk, plans)
+        leads = self.plan.get("seek_leads")
+        seek, stop = chunks.input_window(chunk, plans, leads[index] if leads else None)
         argv = chunk_command(cfg, info, plans, seek, stop, chunks.frame_ranges(chunk, plans),
                              chunks.keyframe_times(chunk, info.duration, cfg.keyframe_interval))
         for p in plans:
@@ -434,6 +435,8 @@ def _rung_facts(folder: Path, name: str) -> dict[str, Any]:
         playlist = parse_media_playlist((folder / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
         if not playlist.map_uri or not playlist.segments or not playlist.endlist:
             raise ValueError("incomplete playlist")
+        if sum(seg.duration for seg in playlist.segments) <= 0:
+            raise ValueError("no frame decoded")  # else the join blames the init segments
         init = (folder / playlist.map_uri).read_bytes()
     except (OSError, ValueError) as exc:
         raise FfmpegFailed("The converter did not produce a complete part of the video.",

@@ -51,6 +51,20 @@ def test_frames_and_keyframes_are_on_each_rungs_absolute_grid() -> None:
     assert chunks.input_window(chunks.Chunk(2, 12.0, None), [top])[1] is None
 
 
+def test_inexact_demuxers_seek_to_before_the_keyframe_that_starts_each_chunk() -> None:
+    cuts = [chunks.Chunk(0, 0.0, 4.0), chunks.Chunk(1, 4.0, 8.0), chunks.Chunk(2, 8.0, None)]
+    # 3 s GOPs: chunk 1 (4 s) must decode from the 3 s keyframe, chunk 2 (8 s) from 6 s
+    assert chunks.seek_leads(cuts, [0.0, 3.0, 6.0, 9.0]) == [0.0, 2.5, 5.5]
+    # a keyframe exactly at the chunk start is the one to start from
+    assert chunks.seek_leads(cuts, [0.0, 4.0, 8.0])[1:] == [3.5, 7.5]
+    # one keyframe in the file: every chunk decodes from the start
+    assert chunks.seek_leads(cuts, [0.0]) == [0.0, 0.0, 0.0]
+    plans = [RenditionPlan("240p", 426, 240, Fraction(25), 400, 64)]
+    assert chunks.input_window(cuts[1], plans, 2.5)[0] == 2.5
+    assert chunks.input_window(cuts[1], plans)[0] == pytest.approx(4.0 - 0.5 / 25)
+    assert chunks.input_window(cuts[1], plans, 9.0)[0] == pytest.approx(4.0 - 0.5 / 25)  # never later
+
+
 def test_weights_and_progress_sum_over_parts() -> None:
     cuts = chunks.plan_chunks(10.0, 4.0, 2, 1)
     w = chunks.weights(cuts, 10.0, audio=True)
