@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "suite runs on PostgreSQL")
     config.addinivalue_line("markers", "file_only: looks at the file store's files; skipped when "
                                        "the suite runs on the S3 store")
+    config.addinivalue_line("markers", "media_only: checks what ffmpeg made, which no database "
+                                       "changes; the PostgreSQL pass leaves it out")
     selected_database()
     selected_storage()
 
@@ -74,7 +76,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason=f"SQLite only ({TEST_DATABASE_ENV}=postgres)")
     kept, dropped = [], []
     for item in items:
-        if "database_url" not in getattr(item, "fixturenames", ()):
+        if "database_url" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("media_only"):
             dropped.append(item)
             continue
         if item.get_closest_marker("sqlite_only"):
