@@ -43,6 +43,13 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    """A test runner started in the background by a non-interactive shell ignores SIGINT, and
+    an ignored signal stays ignored in children: Python would then never raise
+    KeyboardInterrupt, and a test of Ctrl-C would pass or fail by how pytest was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """A child process whose output is collected in the background; stop() kills it by PID."""
 
@@ -54,7 +61,8 @@ class Proc:
         self._cond = threading.Condition()
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env=full_env, cwd=cwd, start_new_session=True)
+                                      env=full_env, cwd=cwd, start_new_session=True,
+                                      preexec_fn=_default_sigint)
         self.pid = self.popen.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
