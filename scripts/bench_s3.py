@@ -14,8 +14,10 @@ Processes, each started once by this script on free loopback ports:
   options at their defaults (parts spooled to temporary files in its own TMPDIR, 60 part
   uploads in flight at most).
 
-Configurations: PATCHes of 8 MiB and 32 MiB at 1 and 4 concurrent uploads, and the whole file
-in one PATCH with 1 upload; every upload is ``--mib`` MiB (4 uploads send 4 times as much).
+Configurations: PATCHes of 8 MiB at 1, 4 and 16 concurrent uploads, of 32 MiB at 1 and 4, and
+the whole file in one PATCH at 1, 4 and 16; every upload is ``--mib`` MiB (4 uploads send 4
+times as much). A third server, tusflow on its file store (fsync on), runs in the same rounds,
+so the cost of S3 itself shows.
 Each is run ``--repeat`` times, the two servers taking turns (the order flips each round), and
 the median counts. For each it prints MB/s of both and the ratio tusflow/peer, each server's
 CPU seconds per GiB (utime+stime of the process from /proc/<pid>/stat, all threads), the CPU
@@ -119,6 +121,23 @@ def tusflow_server(work: Path, s3: SeaweedServer, client: Any, label: str = "tus
                   cleaner=lambda: empty_bucket(client, BUCKETS["tusflow"]))
 
 
+def file_server(work: Path, label: str = "tusflow-file") -> Server:
+    """tusflow on its file store (config.toml's defaults, fsync on): the column that shows what
+    moving the bytes to S3 costs."""
+    folder = work / label
+    tmp = folder / "tmp"
+    tmp.mkdir(parents=True)
+    data = folder / "var"
+    config = write_config(folder / "config.toml", {
+        "storage": {"data_dir": str(data)},
+        "uploads": {"max_size": 10_000 * PART_SIZE, "expiration": 3600},
+        "redis": {"url": "redis://127.0.0.1:1"},
+    })
+    return Server("tusflow-file", "tus", [TUSFLOW, "serve", "--config", str(config), "--port", "0"],
+                  r"tusflow listening on (http://\S+)", [data / "uploads", data / "originals"],
+                  env={"TMPDIR": str(tmp)})
+
+
 def node_server(work: Path, s3: SeaweedServer, client: Any, label: str = "tus-node") -> Server:
     node = shutil.which("node")
     if node is None or not (REPO / "node_modules" / "@tus" / "s3-store").is_dir():
@@ -213,8 +232,9 @@ class Checker:
 
 def configs(size: int) -> list[tuple[str, int, int]]:
     """(name, chunk, concurrency); a chunk of ``size`` means each upload is one PATCH."""
-    return [("8 MiB x1", 8 * MiB, 1), ("8 MiB x4", 8 * MiB, 4), ("32 MiB x1", 32 * MiB, 1),
-            ("32 MiB x4", 32 * MiB, 4), ("whole x1", size, 1)]
+    return [("8 MiB x1", 8 * MiB, 1), ("8 MiB x4", 8 * MiB, 4), ("8 MiB x16", 8 * MiB, 16),
+            ("32 MiB x1", 32 * MiB, 1), ("32 MiB x4", 32 * MiB, 4),
+            ("whole x1", size, 1), ("whole x4", size, 4), ("whole x16", size, 16)]
 
 
 def package_version(name: str) -> str:
@@ -272,6 +292,8 @@ def table(work: Path, s3: SeaweedServer, client: Any, data_file: Path, size: int
         servers.append(tusflow)
         node = node_server(work, s3, client)
         servers.append(node)
+        files = file_server(work)
+        servers.append(files)
         checker = Checker(client, data_file)
         checks = {tusflow.name: checker.for_bucket(BUCKETS["tusflow"], lambda i: f"originals/{i}"),
                   node.name: checker.for_bucket(BUCKETS["node"], lambda i: i)}
@@ -283,15 +305,16 @@ def table(work: Path, s3: SeaweedServer, client: Any, data_file: Path, size: int
               f"load before: {Path('/proc/loadavg').read_text().strip()}\n", flush=True)
         print("MB/s; tf = tusflow, node = @tus/server + @tus/s3-store; weed = SeaweedFS's CPU s/GiB while that "
               "server uploaded; sha = uploads read back from S3 with the right sha256 (tf/node)")
-        head = (f"{'config':<11}{'tf':>6}{'node':>6}{'tf/node':>8}   {'CPU s/GiB tf':>12}{'node':>6}"
+        print("file = tusflow on its file store (fsync on), same client, same run")
+        head = (f"{'config':<11}{'tf':>6}{'node':>6}{'file':>6}{'tf/node':>8}   {'CPU s/GiB tf':>12}{'node':>6}{'file':>6}"
                 f"{'weed tf':>8}{'weed node':>10}   {'peak RSS MiB tf':>15}{'node':>6}{'sha':>6}{'load':>6}")
         print(head, flush=True)
         for name, chunk, n in configs(size):
-            runs: dict[str, list[dict]] = {tusflow.name: [], node.name: []}
+            runs: dict[str, list[dict]] = {server.name: [] for server in servers}
             loads = [load()]
             for round_ in range(repeat):
                 for server in (servers if round_ % 2 == 0 else servers[::-1]):
-                    check = checks[server.name] if round_ == 0 else None
+                    check = checks.get(server.name) if round_ == 0 else None
                     runs[server.name].append(measure(server, data_file, size * n, chunk, n,
                                                      also=[s3.proc.pid], check=check))
                 loads.append(load())
@@ -299,10 +322,11 @@ def table(work: Path, s3: SeaweedServer, client: Any, data_file: Path, size: int
             def med(server: Server, key: str, index: int | None = None) -> float:
                 values = [r[key] if index is None else r[key][index] for r in runs[server.name]]
                 return statistics.median(values)
-            t, p = med(tusflow, "mbps"), med(node, "mbps")
+            t, p, f = med(tusflow, "mbps"), med(node, "mbps"), med(files, "mbps")
             sha = f"{runs[tusflow.name][0]['verified']}/{runs[node.name][0]['verified']}"
-            print(f"{name:<11}{t:>6.0f}{p:>6.0f}{t / p:>8.2f}   {med(tusflow, 'cpu_per_gib'):>12.2f}"
-                  f"{med(node, 'cpu_per_gib'):>6.2f}{med(tusflow, 'also_cpu_per_gib', 0):>8.2f}"
+            print(f"{name:<11}{t:>6.0f}{p:>6.0f}{f:>6.0f}{t / p:>8.2f}   {med(tusflow, 'cpu_per_gib'):>12.2f}"
+                  f"{med(node, 'cpu_per_gib'):>6.2f}{med(files, 'cpu_per_gib'):>6.2f}"
+                  f"{med(tusflow, 'also_cpu_per_gib', 0):>8.2f}"
                   f"{med(node, 'also_cpu_per_gib', 0):>10.2f}   "
                   f"{max(r['peak_rss_mib'] for r in runs[tusflow.name]):>15.0f}"
                   f"{max(r['peak_rss_mib'] for r in runs[node.name]):>6.0f}{sha:>6}{max(loads):>6.1f}", flush=True)
