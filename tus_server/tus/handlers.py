@@ -22,7 +22,7 @@ from typing import Awaitable, Callable, Protocol
 from sqlmodel import Session
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.config import Settings
