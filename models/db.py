@@ -80,6 +80,17 @@ def make_engine(settings: Settings) -> Engine:
     return engine
 
 
+def never_waits(engine: Engine) -> bool:
+    """True when a read does not wait for writers: a SQLite file in WAL mode (a reader sees the
+    last commit while a writer works). Without WAL (a filesystem that refuses it) a reader may
+    wait up to busy_timeout, and a server database is a network round trip away."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return False
+    with engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+    return str(mode).lower() == "wal"
+
+
 def init_db(engine: Engine) -> None:
     """Bring the schema to the newest migration (no-op when it is there already).
 

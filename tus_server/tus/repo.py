@@ -10,7 +10,7 @@ from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from models.db import session_scope
+from models.db import never_waits, session_scope
 from models.tables import Upload
 from models.clock import utcnow
 from tus_server.tus import errors as E
@@ -31,6 +31,12 @@ class UploadRepo:
         self.engine = engine
         self.expiration = expiration
         self._updates: dict[tuple[tuple[str, ...], bool], Update] = {}
+        # Every PATCH and HEAD reads its row first. From a SQLite file in WAL mode that read
+        # takes about 40 us and never waits for a writer, less than the hop to a worker thread
+        # costs (two GIL transfers and a wakeup each way): 1 MiB chunks at 4 and 16 uploads went
+        # from 2.56/2.96 to 2.38/2.58 CPU s/GiB and 10-15 % faster. A PostgreSQL read is a
+        # network round trip and stays on a thread.
+        self.inline_reads = never_waits(engine)
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         def _call() -> T:
@@ -48,6 +54,8 @@ class UploadRepo:
             with self.engine.connect() as conn:
                 row = conn.execute(_BY_ID, {"upload_id": upload_id}).first()
             return None if row is None else Upload(**row._mapping)
+        if self.inline_reads:
+            return _get()
         return await anyio.to_thread.run_sync(_get)
 
     async def get_many(self, ids: list[str]) -> dict[str, Upload]:
