@@ -66,6 +66,7 @@ class S3Config:
     secret_access_key: str = ""
     part_size: int = 8 * 1024**2
     max_buffered_parts: int = 8
+    sign_payload: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ def make_client(cfg: S3Config, pool: int) -> Any:
 
     region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     config = Config(
-        s3={"addressing_style": "path"} if cfg.endpoint_url else {},
+        # botocore signs the payload on plain http whatever it is told, unless told here.
+        s3={"payload_signing_enabled": cfg.sign_payload,
+            **({"addressing_style": "path"} if cfg.endpoint_url else {})},
         max_pool_connections=pool,
         retries={"mode": "standard", "max_attempts": 4},
         connect_timeout=10, read_timeout=120,

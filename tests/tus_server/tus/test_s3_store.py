@@ -384,3 +384,26 @@ async def test_part_buffers_are_made_once_and_reused_across_uploads(make_store, 
     assert all(len(b) == P for b in pool.free) and store.slots._value == 2  # noqa: SLF001
     for upload, data in done:
         assert sha(s3.read(store.original_key(upload.id))) == sha(data)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_parts_are_signed_with_their_hash_only_when_configured(make_store, s3, prefix, signed) -> None:
+    store = make_store(sign_payload=signed)
+    sent: list[str] = []
+
+    def seen(request: Any, **_: Any) -> None:
+        value = request.headers.get("X-Amz-Content-SHA256", "")
+        sent.append(value.decode() if isinstance(value, bytes) else value)
+    store.client.meta.events.register("before-send.s3.UploadPart", seen)
+    store.client.meta.events.register("before-send.s3.PutObject", seen)
+    data = os.urandom(P + 777)
+    upload = await create(store, len(data))
+    assert await append(store, upload, data) == len(data)
+    assert len(sent) == 2  # one part, one tail
+    if signed:
+        assert sorted(sent) == sorted([hashlib.sha256(data[:P]).hexdigest(),
+                                         hashlib.sha256(data[P:]).hexdigest()])
+    else:
+        assert sent == ["UNSIGNED-PAYLOAD"] * 2
+    await store.finish(upload)
+    assert sha(s3.read(f"{prefix}originals/{upload.id}")) == sha(data)
