@@ -407,3 +407,37 @@ async def test_parts_are_signed_with_their_hash_only_when_configured(make_store,
         assert sent == ["UNSIGNED-PAYLOAD"] * 2
     await store.finish(upload)
     assert sha(s3.read(f"{prefix}originals/{upload.id}")) == sha(data)
+
+
+async def test_the_offset_lists_only_the_parts_from_the_recorded_frontier(store, s3) -> None:
+    """A PATCH must not list every part (quadratic over a long upload), yet S3 still decides:
+    a part stored but never recorded counts, and a row ahead of the bucket is corrected."""
+    upload = await create(store, 8 * P)
+    client = s3.client()
+    multipart = store.multipart_id(upload)
+    for number in range(1, 7):
+        client.upload_part(Bucket=BUCKET, Key=store.target_key(upload), UploadId=multipart,
+                           PartNumber=number, Body=bytes([number]) * P)
+    listed: list[int] = []
+    fresh = S3Store(store.cfg, store.executor)
+    fresh.client.meta.events.register(
+        "after-call.s3.ListParts", lambda parsed, **_: listed.append(len(parsed.get("Parts", []))))
+
+    upload.offset = 5 * P  # recorded: five parts; the sixth was stored by a process that died
+    assert await fresh.stored_offset(upload) == 6 * P
+    assert listed == [2]  # parts 5 and 6, not 1-6
+
+    listed.clear()
+    upload.offset = 5 * P + 3  # a tail of 3 bytes was recorded but is gone: the parts decide
+    assert await fresh.stored_offset(upload) == 6 * P
+
+    listed.clear()
+    client.abort_multipart_upload(Bucket=BUCKET, Key=store.target_key(upload), UploadId=multipart)
+    upload2 = await create(store, 8 * P)
+    multipart2 = store.multipart_id(upload2)
+    for number in (1, 2):
+        client.upload_part(Bucket=BUCKET, Key=store.target_key(upload2), UploadId=multipart2,
+                           PartNumber=number, Body=b"y" * P)
+    upload2.offset = 4 * P  # the row is ahead of the bucket: part 4 is missing
+    assert await fresh.stored_offset(upload2) == 2 * P
+    assert listed == [0, 2]  # from the frontier (nothing), then from part 1
