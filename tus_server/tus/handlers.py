@@ -36,7 +36,7 @@ from tus_server.tus.events import UploadEvents
 from tus_server.tus.expiry import is_expired
 from tus_server.tus.locks import LockHandle, Locker
 from tus_server.tus.repo import UploadRepo
-from tus_server.tus.datastore import UploadStore, UploadWriter
+from tus_server.tus.datastore import RecordingWriter, UploadStore, UploadWriter
 from tus_server.tus.download import streamed_download
 from tus_server.tus.urls import UrlBuilder
 
@@ -524,23 +524,16 @@ class TusHandler:
             await self._close_and_advance(upload, appender)
         return appender.failed
 
-    async def _close_and_advance(self, upload: Upload, appender: UploadWriter) -> None:
-        """Close the writer and record the bytes it stored, as ``_advance`` does; a writer with
-        ``close_then`` (datastore.RecordingWriter: the file store) runs the offset update on
-        its own worker thread right after the fdatasync, saving a hand-off per PATCH."""
-        close_then = getattr(appender, "close_then", None)
-        if close_then is None:
-            written = await appender.close()
-            if written:
-                await self._advance(upload, written)
-            return
+    async def _close_and_advance(self, upload: Upload, appender: RecordingWriter) -> None:
+        """Close the writer and record the bytes it stored, as ``_advance`` does, with the
+        offset update on the writer's worker thread right after the bytes are durable."""
         start, expires_at, repo = upload.offset, self.ctx.repo.next_expiry(), self.ctx.repo
 
         def record(nbytes: int) -> None:  # on the writer's thread, after the bytes are durable
             repo.update_now(upload.id, offset=start + nbytes, expires_at=expires_at,
                             fence=upload.lock_token)  # 423 if a newer holder took over
 
-        written = await close_then(record)
+        written = await appender.close_then(record)
         if written:
             upload.offset, upload.expires_at = start + written, expires_at
 

@@ -668,6 +668,15 @@ class S3Writer:
                 store.buffers.give(buffer)
         return self.written
 
+    async def close_then(self, record: Callable[[int], None]) -> int:
+        """``close``, then ``record(written)`` on a pool thread when anything was stored: the
+        writer protocol's one way to end a PATCH (``datastore.RecordingWriter``). A failure to
+        store the rest means those bytes are not counted, never that they are recorded."""
+        written = await self.close()
+        if written:
+            await self._store.run(record, written)
+        return written
+
     async def _drop_tail(self, start: int) -> None:
         """A part now covers the old tail: it is stale (ignored), delete it."""
         store = self._store

@@ -441,3 +441,24 @@ async def test_the_offset_lists_only_the_parts_from_the_recorded_frontier(store,
     upload2.offset = 4 * P  # the row is ahead of the bucket: part 4 is missing
     assert await fresh.stored_offset(upload2) == 2 * P
     assert listed == [0, 2]  # from the frontier (nothing), then from part 1
+
+
+async def test_close_then_records_what_was_stored_off_the_event_loop(store, s3, prefix) -> None:
+    import threading
+    data = os.urandom(P + 4321)
+    upload = await create(store, len(data))
+    seen: list[tuple[int, bool]] = []
+
+    def record(nbytes: int) -> None:
+        seen.append((nbytes, threading.current_thread() is threading.main_thread()))
+    writer = store.writer(upload)
+    await writer.write(data)
+    assert await writer.close_then(record) == len(data)
+    assert seen == [(len(data), False)]
+    upload.offset = len(data)
+    assert await store.stored_offset(upload) == len(data)
+
+    seen.clear()
+    empty = store.writer(upload)
+    assert await empty.close_then(record) == 0
+    assert seen == []  # nothing stored, nothing recorded
