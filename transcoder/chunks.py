@@ -44,12 +44,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import lifecycle
 from models.layout import Layout
+from models.mediastore import DONE
 from models.lifecycle import default_job_id
 from models.logs import media_from_job_id
 from transcoder.ladder import RenditionPlan
 
 PLAN_FILE = "plan.json"
-DONE_FILE = "done.json"
+DONE_FILE = DONE  # a committed part's marker (the media store writes it)
 AUDIO_PART = "audio"
 JOIN_PART = "join"
 KEY_PREFIX = "tusflow:parts"
@@ -186,16 +187,6 @@ def staging_dir(layout: Layout, media_id: str, job_id: str) -> Path:
     return layout.scratch / f"{media_id}.parts{suffix}"
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Beside itself, fsynced, renamed over: readers get the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -208,20 +199,6 @@ def part_name(part: str) -> str:
     if part.startswith("chunk-"):
         return f"c{int(part.split('-')[1]):05d}"
     return part
-
-
-def part_dir(staging: Path, part: str) -> Path:
-    return staging / part_name(part)
-
-
-def local_parts(staging: Path, parts: Sequence[str]) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """The committed parts of a local staging folder, as ``join`` reads them."""
-    out = {}
-    for part in parts:
-        facts = part_done(staging, part)
-        if facts is not None:
-            out[part] = (part_dir(staging, part), facts)
-    return out
 
 
 SOURCE_CACHE = "parts-cache"
@@ -260,31 +237,6 @@ def local_work_dir(layout: Layout, media_id: str, part: str, owner: str) -> Path
     folder.mkdir(parents=True)
     (folder / ".owner").write_text(owner, encoding="utf-8")
     return folder
-
-
-def work_dir(staging: Path, part: str) -> Path:
-    """A fresh work directory for one run of a part; earlier runs' leftovers are removed."""
-    for old in staging.glob(f".work-{part}-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    folder = staging / f".work-{part}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir(parents=True)
-    return folder
-
-
-def commit_part(work: Path, staging: Path, part: str, facts: dict[str, Any]) -> bool:
-    """Write the part's marker and rename its work directory into place: the join only ever
-    sees complete parts. False when another run of the part got there first."""
-    write_json(work / DONE_FILE, facts)
-    try:
-        os.rename(work, part_dir(staging, part))
-        return True
-    except OSError:
-        shutil.rmtree(work, ignore_errors=True)
-        return (part_dir(staging, part) / DONE_FILE).is_file()
-
-
-def part_done(staging: Path, part: str) -> dict[str, Any] | None:
-    return read_json(part_dir(staging, part) / DONE_FILE)
 
 
 # ---------------------------------------------------------------------------------- Redis

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from models.config import Rung, TranscodeConfig
+from models.layout import Layout
+from models.mediastore import FileMediaStore
 from transcoder import chunks
 from transcoder.errors import FfmpegFailed
 from transcoder.ffmpeg import chunk_command
@@ -82,6 +84,26 @@ def sixty(tmp_path_factory: pytest.TempPathFactory) -> Path:
                      duration=5.0, audio=False)
 
 
+MEDIA, GENERATION = "m" * 32, "transcode-" + "m" * 32
+
+
+def work_dir(tmp_path: Path, part: str) -> Path:
+    folder = tmp_path / "work" / part
+    folder.mkdir(parents=True)
+    return folder
+
+
+def committed(store: FileMediaStore, parts: list[str]) -> dict[str, tuple[Path, dict]]:
+    """The committed parts as the join job reads them (``partjobs._join``)."""
+    out = {}
+    for part in parts:
+        folder = store.fetch_part(MEDIA, GENERATION, chunks.part_name(part), Path("unused"))
+        facts = chunks.read_json(folder / chunks.DONE_FILE) if folder else None
+        if folder is not None and facts is not None:
+            out[part] = (folder, facts)
+    return out
+
+
 def test_chunks_join_into_one_continuous_stream_per_rung(sixty: Path, tmp_path: Path) -> None:
     cfg = TranscodeConfig(ladder=(Rung("480p", 480, 1000, 96, 23), Rung("240p", 240, 400, 64, 23)),
                           segment_duration=1, keyframe_interval=1, preset="veryfast",
@@ -91,10 +113,9 @@ def test_chunks_join_into_one_continuous_stream_per_rung(sixty: Path, tmp_path: 
     assert [p.fps for p in plans] == [60, 30]
     cuts = chunks.plan_chunks(info.duration, 2.0, 1, 1)
     assert len(cuts) == 3 and cuts[-1].length(info.duration) == pytest.approx(1.0)
-    staging = tmp_path / "staging"
-    staging.mkdir()
+    store = FileMediaStore(Layout(tmp_path / "data"))
     for cut in cuts:
-        work = chunks.work_dir(staging, chunks.chunk_part(cut.index))
+        work = work_dir(tmp_path, chunks.chunk_part(cut.index))
         for p in plans:
             (work / p.name).mkdir()
         seek, stop = chunks.input_window(cut, plans)
@@ -111,14 +132,17 @@ def test_chunks_join_into_one_continuous_stream_per_rung(sixty: Path, tmp_path: 
                     if line.startswith("#EXTINF:")]
             rungs[p.name] = {"map": init.name, "segments": list(map(list, zip(segs, durs))),
                              "init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()}
-        assert chunks.commit_part(work, staging, chunks.chunk_part(cut.index), {"rungs": rungs})
-    inits = {p.name: {chunks.part_done(staging, chunks.chunk_part(c.index))["rungs"][p.name]
-                      ["init_sha256"] for c in cuts} for p in plans}
+        store.commit_part(MEDIA, GENERATION, chunks.part_name(chunks.chunk_part(cut.index)), work,
+                          {"rungs": rungs})
+    parts = [chunks.chunk_part(c.index) for c in cuts]
+    located = committed(store, parts)
+    assert sorted(located) == sorted(parts)
+    inits = {p.name: {located[part][1]["rungs"][p.name]["init_sha256"] for part in parts}
+             for p in plans}
     assert all(len(v) == 1 for v in inits.values()), inits  # one init per rung
     out = tmp_path / "out"
-    parts = [chunks.chunk_part(c.index) for c in cuts]
     for p in plans:
-        total = join_rung(chunks.local_parts(staging, parts), parts, p.name, out)
+        total = join_rung(located, parts, p.name, out)
         assert total == pytest.approx(5.0, abs=1e-3)
         folder = out / p.name
         joined = tmp_path / f"{p.name}.mp4"
@@ -140,15 +164,14 @@ def test_chunks_join_into_one_continuous_stream_per_rung(sixty: Path, tmp_path: 
 
 
 def test_a_chunk_with_another_init_is_refused_at_the_join(tmp_path: Path) -> None:
-    staging = tmp_path / "s"
-    staging.mkdir()
+    store = FileMediaStore(Layout(tmp_path / "data"))
     for i, digest in enumerate(["aa", "bb"]):
-        work = chunks.work_dir(staging, chunks.chunk_part(i))
+        work = work_dir(tmp_path, chunks.chunk_part(i))
         (work / "240p").mkdir()
         (work / "240p" / "init_0.mp4").write_bytes(digest.encode())
         (work / "240p" / "seg_00000.m4s").write_bytes(b"x")
-        chunks.commit_part(work, staging, chunks.chunk_part(i), {"rungs": {"240p": {
+        store.commit_part(MEDIA, GENERATION, chunks.part_name(chunks.chunk_part(i)), work, {"rungs": {"240p": {
             "map": "init_0.mp4", "init_sha256": digest, "segments": [["seg_00000.m4s", 1.0]]}}})
     with pytest.raises(FfmpegFailed, match="do not fit together"):
-        join_rung(chunks.local_parts(staging, ["chunk-0", "chunk-1"]), ["chunk-0", "chunk-1"],
+        join_rung(committed(store, ["chunk-0", "chunk-1"]), ["chunk-0", "chunk-1"],
                   "240p", tmp_path / "out")
