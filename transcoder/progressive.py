@@ -44,11 +44,11 @@ from transcoder.ffmpeg import AUDIO_GROUP, IFRAME_PLAYLIST, MASTER_PLAYLIST, MED
 from transcoder.ladder import RenditionPlan, plan_ladder
 from transcoder.pipeline import StopCheck, TranscodeResult, run_ffmpeg, transcode
 from transcoder.playlists import (
-    AAC_LC, AudioRendition, Variant, average_bitrate, avc_codec_from_init, iframe_bitrates,
-    iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist, render_master,
-    with_audio,
+    AAC_LC, AudioRendition, MediaPlaylist, Variant, average_bitrate, avc_codec_from_init,
+    iframe_bitrates, iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist,
+    render_master, with_audio,
 )
-from transcoder.probe import ProbeResult, ladder_limits, scan_video_packets
+from transcoder.probe import PacketScan, ProbeResult, ladder_limits, scan_video_packets
 
 COPY_SHARE = 3.0     # percent of the bar a stream copy covers
 QUICK_SHARE = 20.0   # ... and a quick first rung
@@ -245,20 +245,25 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path,
         if quick_plan is not None and info.audio is not None:
             os.rename(stage / AUDIO_GROUP, stage / fastpath.FIRST_AUDIO)
         _fix_target_duration(stage / standin / MEDIA_PLAYLIST)
-        piece = describe(stage / standin, standin, info, cfg, deadline)
+        piece = describe(stage / standin, standin, info, cfg, deadline,
+                         iframes=not cfg.progressive)
         audio_dir = stage / fastpath.FIRST_AUDIO if info.audio is not None else None
         stop.check(force=True)
         if cfg.progressive:
+            kept = keep_for_iframes(stage / standin, scratch / "iframes" / standin)
             if audio_dir is not None:
                 out.place(audio_dir, fastpath.FIRST_AUDIO)
             out.place(stage / standin, standin)
-            out.master(master_text([piece], fastpath.FIRST_AUDIO if audio_dir else None))
+            group = fastpath.FIRST_AUDIO if audio_dir else None
+            out.master(master_text([piece], group))
             board.set(standin, state=RenditionState.READY, progress=100.0)
             report(stand_share, None)
             if hooks.playable:
                 hooks.playable(board.snapshot(), round(info.duration, 3),
                                piece.variant.resolution[0] if piece.variant.resolution else None,
                                piece.variant.resolution[1] if piece.variant.resolution else None)
+            piece = with_iframes(piece, kept, cfg, out, deadline)
+            out.master(master_text([piece], group))
         published.append(piece)
 
     if not ladder_plans:
@@ -378,9 +383,12 @@ class _Reporter:
 
 # ---------------------------------------------------------------------------------- describing
 def describe(folder: Path, name: str, info: ProbeResult, cfg: TranscodeConfig,
-             deadline: float) -> Piece:
+             deadline: float, iframes: bool = True) -> Piece:
     """Measure one written video rendition (its own files, not what was asked for) and write
-    its I-frame playlist."""
+    its I-frame playlist. ``iframes=False`` reads the init segment alone (the picture size)
+    and leaves the I-frame playlist to ``with_iframes``: listing every packet is a pass over
+    the whole rendition, as long as the stream copy itself, and a stand-in must not wait for
+    it (a 10-minute copy: 0.35 s of the 0.7 s between probe and playable)."""
     try:
         playlist = parse_media_playlist((folder / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
         sizes = [(folder / s.uri).stat().st_size for s in playlist.segments]
@@ -394,16 +402,13 @@ def describe(folder: Path, name: str, info: ProbeResult, cfg: TranscodeConfig,
     durations = [s.duration for s in playlist.segments]
     target = playlist.target_duration or cfg.segment_duration
     codec = avc_codec_from_init(init) or ""
-    files = ([folder / playlist.map_uri] if playlist.map_uri else []) + \
-        [folder / s.uri for s in playlist.segments]
-    scan = scan_video_packets(files, "fmp4", cfg, max(1.0, deadline - time.monotonic()))
-    entries = iframe_entries(scan.packets, playlist.segments, sizes, len(init), "fmp4")
-    iframe_uri, ipeak, iavg = None, 0, 0
-    if entries:
-        (folder / IFRAME_PLAYLIST).write_text(
-            render_iframe_playlist(entries, playlist.map_uri, PLAYLIST_VERSION), encoding="utf-8")
-        iframe_uri = f"{name}/{IFRAME_PLAYLIST}"
-        ipeak, iavg = iframe_bitrates(entries)
+    files = [folder / playlist.map_uri] if playlist.map_uri else []
+    if iframes:
+        files += [folder / s.uri for s in playlist.segments]
+    scan = (scan_video_packets(files, "fmp4", cfg, max(1.0, deadline - time.monotonic()))
+            if files else PacketScan([], None, None))
+    iframe_uri, ipeak, iavg = (_write_iframes(folder, name, playlist, sizes, len(init), scan)
+                               if iframes else (None, 0, 0))
     peak, average = peak_bitrate(durations, sizes, target), average_bitrate(durations, sizes)
     width, height = scan.width, scan.height
     if info.video is not None and (width is None or height is None):
@@ -483,6 +488,57 @@ def _fix_target_duration(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- publishing
+def _write_iframes(folder: Path, name: str, playlist: MediaPlaylist, sizes: list[int],
+                   init_size: int, scan: PacketScan) -> tuple[str | None, int, int]:
+    """The rendition's I-frame playlist from its packet list: its URI and bandwidths."""
+    entries = iframe_entries(scan.packets, playlist.segments, sizes, init_size, "fmp4")
+    if not entries:
+        return None, 0, 0
+    (folder / IFRAME_PLAYLIST).write_text(
+        render_iframe_playlist(entries, playlist.map_uri, PLAYLIST_VERSION), encoding="utf-8")
+    peak, average = iframe_bitrates(entries)
+    return f"{name}/{IFRAME_PLAYLIST}", peak, average
+
+
+def keep_for_iframes(folder: Path, keep: Path) -> Path:
+    """Hard links to a stand-in's files, so its I-frame playlist can be made after the folder
+    was published (renamed away, or uploaded) without holding up playable."""
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    for item in folder.iterdir():
+        if item.is_file():
+            try:
+                os.link(item, keep / item.name)
+            except OSError:  # another filesystem, or no hard links there
+                shutil.copy2(item, keep / item.name)
+    return keep
+
+
+def with_iframes(piece: Piece, kept: Path, cfg: TranscodeConfig, out: Target,
+                 deadline: float) -> Piece:
+    """The published stand-in's I-frame playlist (see ``describe``), placed beside its media
+    playlist; the piece gains it. Trick play is a nicety: a stand-in that cannot be listed
+    keeps playing without one."""
+    try:
+        playlist = parse_media_playlist((kept / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
+        if not playlist.map_uri:
+            return piece
+        sizes = [(kept / seg.uri).stat().st_size for seg in playlist.segments]
+        files = [kept / playlist.map_uri] + [kept / seg.uri for seg in playlist.segments]
+        scan = scan_video_packets(files, "fmp4", cfg, max(1.0, deadline - time.monotonic()))
+        uri, peak, average = _write_iframes(kept, piece.name, playlist, sizes,
+                                            files[0].stat().st_size, scan)
+        if uri is None:
+            return piece
+        out.place(kept / IFRAME_PLAYLIST, uri)
+    except (OSError, ValueError, FfmpegFailed):
+        return piece
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+    return dataclasses.replace(piece, variant=dataclasses.replace(
+        piece.variant, iframe_uri=uri, iframe_bandwidth=peak, iframe_average_bandwidth=average))
+
+
 def master_text(pieces: list[Piece], audio_group: str | None) -> str:
     """The master from what is published (or about to be, in the same order)."""
     audio = AudioRendition(f"{audio_group}/{MEDIA_PLAYLIST}", audio_group) if audio_group else None

@@ -12,6 +12,7 @@ import pytest
 
 from models.config import Rung, TranscodeConfig
 from transcoder import fastpath, progressive
+from transcoder.ffmpeg import IFRAME_PLAYLIST
 from transcoder.probe import probe
 from tests.support.ffkit import ffprobe, make_clip, parse_master, parse_media, run
 
@@ -101,8 +102,9 @@ def test_obs_like_h264_is_copied_as_the_top_rung_and_playable_before_the_ladder(
     assert verdict.eligible and verdict.top_rung == "180p" and verdict.copy_audio, verdict
     # playable came first: the master then held the copy alone, the ladder was not out yet
     assert len(seen["masters"]) == 1
-    variants, _, _ = parse_master(seen["masters"][0])
+    variants, iframes_then, _ = parse_master(seen["masters"][0])
     assert [uri for _, uri in variants] == ["180p/index.m3u8"]
+    assert iframes_then == []  # playable did not wait for the pass that lists every packet
     assert "120p" not in seen["live_at_playable"]
     assert {(r["name"], r["state"]) for r in seen["playable_rows"]} == {
         ("180p", "ready"), ("120p", "pending")}
@@ -110,6 +112,10 @@ def test_obs_like_h264_is_copied_as_the_top_rung_and_playable_before_the_ladder(
     variants, iframes, lines = parse_master((live / "master.m3u8").read_text())
     assert sorted(uri for _, uri in variants) == ["120p/index.m3u8", "180p/index.m3u8"]
     assert all(a["AUDIO"] == "audio" for a, _ in variants) and len(iframes) == 2
+    # ... the copy's I-frame playlist came right after: one entry per source keyframe
+    copy_iframes = (live / "180p" / IFRAME_PLAYLIST).read_text()
+    assert copy_iframes.count("#EXTINF") == [f for _, f in _packets(clips["obs"])].count("K")
+    assert not (tmp_path / "scratch" / "iframes" / "180p").exists()
     assert [(r["name"], r["state"]) for r in result.renditions] == [("180p", "ready"),
                                                                      ("120p", "ready")]
     # the copy is the source's own packets: same sizes and keyframe flags, frame for frame
