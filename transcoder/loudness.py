@@ -1,11 +1,12 @@
-"""Speech you can hear: measure the audio once (EBU R128, ffmpeg's ``loudnorm`` first pass),
+"""Speech you can hear: measure the audio once (EBU R128, ffmpeg's ``ebur128``),
 then hand the ladder's ffmpeg a filter that brings it to the configured loudness.
 
 Lecture audio is often a laptop microphone at -30 LUFS or lower, far below what phones play
 comfortably (-16 LUFS, the common target for speech and podcasts). A one-pass ``loudnorm``
 guesses from the first seconds and pumps; the two-pass form gives the second pass the whole
-file's integrated loudness, range and true peak, so it can apply one steady gain when the
-peaks allow it (``linear``) and falls back to its limiter only when they do not.
+file's integrated loudness, range and true peak, so one steady gain (a ``volume`` filter,
+``AudioPlan.static_gain``) is applied when the peaks allow it, and loudnorm's limiter only
+when they do not.
 
 The measuring pass decodes the audio only (``-vn``), so it costs seconds for an hour of
 lecture. It also looks at the two channels of a stereo file: laptop and camera microphones
@@ -15,7 +16,6 @@ file, is played from the live channel in both ears.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -52,13 +52,13 @@ class Channels(Enum):
 
 @dataclass(frozen=True)
 class Loudness:
-    """What loudnorm's first pass measured (after the channel mapping)."""
+    """What the first pass measured (after the channel mapping)."""
 
     integrated: float    # LUFS
     true_peak: float     # dBTP
     lra: float           # LU
     threshold: float     # LUFS
-    offset: float        # dB, loudnorm's own correction for its second pass
+    offset: float        # dB, loudnorm's second-pass correction: 0 (ebur128 has none)
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,29 @@ class AudioPlan:
     channels: Channels
     measured: Loudness | None   # None: loudness normalisation off, or nothing to normalise
 
+    def static_gain(self, cfg: TranscodeConfig) -> float | None:
+        """The one gain (dB) that brings the whole file to the target, when the peaks and the
+        loudness range allow it; None when only loudnorm's limiter can. loudnorm's own
+        ``linear`` mode applies exactly this gain under these conditions, but at 192 kHz: as a
+        ``volume`` filter it costs next to nothing (a 3-minute lecture's audio part: 11 s of
+        encode down to 6 s). Unlike loudnorm, a measured range of 0 LU (a steady signal) counts
+        as a measurement, not as "not given"."""
+        m = self.measured
+        if m is None or not all(map(math.isfinite, (m.integrated, m.true_peak, m.lra))):
+            return None
+        gain = cfg.loudness_target - m.integrated
+        if m.true_peak + gain <= cfg.loudness_true_peak and m.lra <= cfg.loudness_range:
+            return gain
+        return None
+
     def filter(self, cfg: TranscodeConfig) -> str:
         """The audio chain for the ladder's ffmpeg (values are numbers we formatted)."""
         chain = [self.channels.prefix()]
         m = self.measured
-        if m is not None:
+        gain = self.static_gain(cfg)
+        if gain is not None:
+            chain.append(f"volume={gain:.2f}dB")
+        elif m is not None:
             chain.append(
                 f"loudnorm=I={cfg.loudness_target:.1f}:TP={cfg.loudness_true_peak:.1f}"
                 f":LRA={cfg.loudness_range:.1f}:measured_I={_clamp(m.integrated, -99, 0):.2f}"
@@ -92,30 +110,34 @@ def default_channels(probe: ProbeResult) -> Channels:
 
 
 def measure_command(cfg: TranscodeConfig, probe: ProbeResult, channels: Channels) -> list[str]:
-    """Pass one: per-channel RMS of the source (``astats``), then loudnorm's measurement of
-    the signal the second pass will see."""
+    """Pass one: per-channel RMS of the source (``astats``), then the EBU R128 measurement
+    (``ebur128``, true peak 4x oversampled) of the signal the second pass will see. ebur128
+    gives the same integrated loudness, range, threshold and true peak as loudnorm's own
+    first pass (to its 0.1 LU display) at a third of the time: 1.6 s against 5 s for a
+    3-minute lecture, because loudnorm runs everything at 192 kHz."""
     assert probe.audio is not None
     chain = ["astats=measure_perchannel=RMS_level:measure_overall=none", channels.prefix(),
-             f"loudnorm=I={cfg.loudness_target:.1f}:TP={cfg.loudness_true_peak:.1f}"
-             f":LRA={cfg.loudness_range:.1f}:print_format=json"]
+             "ebur128=peak=true:framelog=verbose"]  # per-frame lines only at -v verbose
     return [cfg.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
             *input_args(probe.path, probe.demuxer), "-map", f"0:{probe.audio.index}",
             "-vn", "-sn", "-dn", "-af", ",".join(chain), "-f", "null", "-"]
 
 
-def parse_loudnorm(stderr: str) -> Loudness | None:
-    """The JSON block loudnorm prints at the end of its first pass."""
-    start = stderr.rfind("{")
-    end = stderr.find("}", start)
-    if start < 0 or end < 0:
+_SUMMARY = re.compile(
+    r"Integrated loudness:\s+I:\s+(?P<i>-?[\d.]+) LUFS\s+Threshold:\s+(?P<thresh>-?[\d.]+) LUFS"
+    r"\s+Loudness range:\s+LRA:\s+(?P<lra>-?[\d.]+) LU"
+    r"(?:.*?True peak:\s+Peak:\s+(?P<tp>-?[\d.]+|-inf) dBFS)?", re.S)
+
+
+def parse_ebur128(stderr: str) -> Loudness | None:
+    """The summary ebur128 prints when its input ends (the last one, should there be two).
+    A true peak of -inf (digital silence) stays -inf; the caller treats that as silence."""
+    summary = stderr[stderr.rfind("Summary:"):] if "Summary:" in stderr else ""
+    match = _SUMMARY.search(summary)
+    if match is None or match.group("tp") is None:
         return None
-    try:
-        data = json.loads(stderr[start:end + 1])
-        values = [float(data[k]) for k in ("input_i", "input_tp", "input_lra", "input_thresh",
-                                           "target_offset")]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return Loudness(*values)
+    return Loudness(float(match.group("i")), float(match.group("tp")), float(match.group("lra")),
+                    float(match.group("thresh")), 0.0)
 
 
 def parse_channel_rms(stderr: str) -> dict[int, float]:
@@ -164,7 +186,7 @@ def plan_audio(cfg: TranscodeConfig, probe: ProbeResult, timeout: float) -> Audi
         raise
     if rc != 0:  # a broken track: the ladder's ffmpeg reports it with its own words
         return AudioPlan(channels, None)
-    measured = parse_loudnorm(err)
+    measured = parse_ebur128(err)
     if probe.audio.channels == 2:
         live = one_ear(parse_channel_rms(err))
         if live is not None:

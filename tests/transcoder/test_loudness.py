@@ -113,3 +113,17 @@ def test_loudness_off_leaves_the_level_alone(quiet_mono, tmp_path, cfg):
     transcode(quiet_mono, out, dataclasses.replace(cfg, loudness=False), timeout=120)
     source_lufs, _ = ebur128(quiet_mono)
     assert ebur128(audio_rendition(out))[0] == pytest.approx(source_lufs + 3.0, abs=1.0)
+
+
+@pytest.mark.parametrize("integrated, peak, lra, uses", [
+    (-30.0, -20.0, 5.0, "volume=14.00dB"),   # quiet speech: one gain, peaks stay below -1 dBTP
+    (-26.98, -21.7, 0.0, "volume=10.98dB"),  # a steady signal: 0 LU is a measurement
+    (-30.0, -6.0, 5.0, "loudnorm="),         # +14 dB would clip the peaks: the limiter
+    (-30.0, -20.0, 15.0, "loudnorm="),       # wider than the target range: loudnorm decides
+])
+def test_one_gain_when_the_peaks_allow_it_else_loudnorm(cfg, integrated, peak, lra, uses) -> None:
+    from transcoder.loudness import AudioPlan, Channels, Loudness
+    cfg = dataclasses.replace(cfg, loudness_target=-16.0, loudness_true_peak=-1.0, loudness_range=11.0)
+    chain = AudioPlan(Channels.STEREO, Loudness(integrated, peak, lra, integrated - 10, 0.0)).filter(cfg)
+    assert uses in chain and chain.endswith("aresample=48000")
+    assert ("loudnorm" in chain) != uses.startswith("volume")

@@ -12,7 +12,7 @@ from models.config import ConfigError, TranscodeConfig, load_settings
 from transcoder.ffmpeg import ladder_command, rendition_commands
 from transcoder.ladder import lean_ladder, plan_ladder
 from transcoder.loudness import (
-    AudioPlan, Channels, Loudness, one_ear, parse_channel_rms, parse_loudnorm,
+    AudioPlan, Channels, Loudness, one_ear, parse_channel_rms, parse_ebur128,
 )
 from transcoder.playlists import AudioRendition, Variant, render_master, with_audio
 from tests.support.filtergraph import Graph
@@ -94,29 +94,35 @@ def test_audio_chain_maps_channels_then_loudnorm_with_the_measurement():
     assert AudioPlan(Channels.RIGHT, None).filter(CFG) == "pan=stereo|c0=c1|c1=c1,aresample=48000"
 
 
-def test_loudnorm_and_astats_output_is_parsed():
+def test_ebur128_and_astats_output_is_parsed():
     stderr = """[Parsed_astats_0 @ 0x5] Channel: 1
 [Parsed_astats_0 @ 0x5] RMS level dB: -inf
 [Parsed_astats_0 @ 0x5] Channel: 2
 [Parsed_astats_0 @ 0x5] RMS level dB: -21.073583
-[Parsed_loudnorm_2 @ 0x5]
-{
-	"input_i" : "-21.85",
-	"input_tp" : "-18.06",
-	"input_lra" : "0.00",
-	"input_thresh" : "-31.85",
-	"output_i" : "-15.95",
-	"normalization_type" : "dynamic",
-	"target_offset" : "-0.05"
-}
+[Parsed_ebur128_2 @ 0x5] Summary:
+
+  Integrated loudness:
+    I:         -21.9 LUFS
+    Threshold: -31.9 LUFS
+
+  Loudness range:
+    LRA:         0.0 LU
+    Threshold: -41.9 LUFS
+    LRA low:   -22.0 LUFS
+    LRA high:  -21.8 LUFS
+
+  True peak:
+    Peak:      -18.1 dBFS
 """
-    assert parse_loudnorm(stderr) == Loudness(-21.85, -18.06, 0.0, -31.85, -0.05)
+    assert parse_ebur128(stderr) == Loudness(-21.9, -18.1, 0.0, -31.9, 0.0)
     levels = parse_channel_rms(stderr)
     assert levels == {1: float("-inf"), 2: pytest.approx(-21.073583)}
     assert one_ear(levels) is Channels.RIGHT
     assert one_ear({1: -20.0, 2: -60.0}) is Channels.LEFT
     assert one_ear({1: -20.0, 2: -26.0}) is None  # a panned source is still stereo
-    assert parse_loudnorm("no json here") is None
+    assert parse_ebur128("no summary here") is None
+    silent = stderr.replace("-21.9 LUFS", "-70.0 LUFS").replace("-18.1 dBFS", "-inf dBFS")
+    assert parse_ebur128(silent).true_peak == float("-inf")
 
 
 def test_hdr_source_is_tone_mapped_once_and_tagged_bt709():
