@@ -196,7 +196,7 @@ class TranscodeConfig:
     first_rung: str = "360p"
     first_rung_preset: str = "ultrafast"
     progressive: bool = True
-    chunk_seconds: float = 60.0
+    chunk_seconds: float = 45.0
     # Resource ceilings of every ffmpeg/ffprobe (issue 14): RLIMIT_AS and RLIMIT_CPU.
     memory_limit_mb: int = 0
     memory_base_mb: int = 768
