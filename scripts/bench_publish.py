@@ -151,6 +151,8 @@ def main() -> int:
     modes += [(f"chunk{c:g}", {"chunk_seconds": str(float(c))}) for c in args.chunk_seconds]
     if not args.no_baseline:
         modes.append(("baseline", BASELINE))
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-publish-"))
     made: dict[tuple[int, bool], Path] = {}
 
