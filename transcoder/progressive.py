@@ -390,9 +390,7 @@ def describe(folder: Path, name: str, info: ProbeResult, cfg: TranscodeConfig,
     the whole rendition, as long as the stream copy itself, and a stand-in must not wait for
     it (a 10-minute copy: 0.35 s of the 0.7 s between probe and playable)."""
     try:
-        playlist = parse_media_playlist((folder / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
-        sizes = [(folder / s.uri).stat().st_size for s in playlist.segments]
-        init = (folder / playlist.map_uri).read_bytes() if playlist.map_uri else b""
+        playlist, sizes, init = _listing(folder)
     except (OSError, ValueError) as exc:
         raise FfmpegFailed("The converter did not produce a complete video.",
                            detail=f"{name}: {exc}") from exc
@@ -402,9 +400,7 @@ def describe(folder: Path, name: str, info: ProbeResult, cfg: TranscodeConfig,
     durations = [s.duration for s in playlist.segments]
     target = playlist.target_duration or cfg.segment_duration
     codec = avc_codec_from_init(init) or ""
-    files = [folder / playlist.map_uri] if playlist.map_uri else []
-    if iframes:
-        files += [folder / s.uri for s in playlist.segments]
+    files = _packet_files(folder, playlist, segments=iframes)
     scan = (scan_video_packets(files, "fmp4", cfg, max(1.0, deadline - time.monotonic()))
             if files else PacketScan([], None, None))
     iframe_uri, ipeak, iavg = (_write_iframes(folder, name, playlist, sizes, len(init), scan)
@@ -488,6 +484,20 @@ def _fix_target_duration(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- publishing
+def _listing(folder: Path) -> tuple[MediaPlaylist, list[int], bytes]:
+    """A written rendition's media playlist, its segments' sizes and its init segment."""
+    playlist = parse_media_playlist((folder / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
+    sizes = [(folder / seg.uri).stat().st_size for seg in playlist.segments]
+    init = (folder / playlist.map_uri).read_bytes() if playlist.map_uri else b""
+    return playlist, sizes, init
+
+
+def _packet_files(folder: Path, playlist: MediaPlaylist, segments: bool = True) -> list[Path]:
+    """What the packet scan reads, in order: the init segment, then (``segments``) the rest."""
+    files = [folder / playlist.map_uri] if playlist.map_uri else []
+    return files + ([folder / seg.uri for seg in playlist.segments] if segments else [])
+
+
 def _write_iframes(folder: Path, name: str, playlist: MediaPlaylist, sizes: list[int],
                    init_size: int, scan: PacketScan) -> tuple[str | None, int, int]:
     """The rendition's I-frame playlist from its packet list: its URI and bandwidths."""
@@ -520,14 +530,12 @@ def with_iframes(piece: Piece, kept: Path, cfg: TranscodeConfig, out: Target,
     playlist; the piece gains it. Trick play is a nicety: a stand-in that cannot be listed
     keeps playing without one."""
     try:
-        playlist = parse_media_playlist((kept / MEDIA_PLAYLIST).read_text(encoding="utf-8"))
+        playlist, sizes, init = _listing(kept)
         if not playlist.map_uri:
             return piece
-        sizes = [(kept / seg.uri).stat().st_size for seg in playlist.segments]
-        files = [kept / playlist.map_uri] + [kept / seg.uri for seg in playlist.segments]
-        scan = scan_video_packets(files, "fmp4", cfg, max(1.0, deadline - time.monotonic()))
-        uri, peak, average = _write_iframes(kept, piece.name, playlist, sizes,
-                                            files[0].stat().st_size, scan)
+        scan = scan_video_packets(_packet_files(kept, playlist), "fmp4", cfg,
+                                  max(1.0, deadline - time.monotonic()))
+        uri, peak, average = _write_iframes(kept, piece.name, playlist, sizes, len(init), scan)
         if uri is None:
             return piece
         out.place(kept / IFRAME_PLAYLIST, uri)
