@@ -10,9 +10,10 @@ keyframe gaps, offset start times) gets a quick first rung instead: one low rend
 preset (``[transcode] first_rung`` / ``first_rung_preset``). The verdict is one ``Verdict`` with
 a reason a person can read: it is logged and shown in the media JSON.
 
-The judgement needs one ffprobe of the streams (the job's probe) and one demux-only pass over
-the video packets (``scan_source``): keyframe positions, GOP sizes and the average bitrate come
-from packet flags and sizes, nothing is decoded.
+The judgement needs one ffprobe of the streams (the job's probe) and the video packets
+(``scan_source``): keyframe positions, GOP sizes and the average bitrate come from packet flags
+and sizes, read from an MP4's sample tables (``mp4index``) or, for other files, by one
+demux-only pass; nothing is decoded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.config import TranscodeConfig
+from transcoder import mp4index
 from transcoder.errors import InputRejected
 from transcoder.ffmpeg import INIT_SEGMENT, MEDIA_PLAYLIST, input_args, ladder_command
 from transcoder.ladder import RenditionPlan, plan_ladder
@@ -80,6 +82,12 @@ def scan_command(cfg: TranscodeConfig, info: ProbeResult) -> list[str]:
 
 def scan_source(cfg: TranscodeConfig, info: ProbeResult,
                 timeout: float = SCAN_TIMEOUT_S) -> SourcePackets:
+    """The video packets' summary: from an MP4's sample tables when they answer
+    (``mp4index``, milliseconds), else from a demux-only ffprobe pass over the file."""
+    if info.demuxer == "mov" and info.video is not None:
+        rows = mp4index.video_rows(info.path, info.video.index)
+        if rows:
+            return summarise(rows, info.duration)
     rc, out, err = run_tool(scan_command(cfg, info), timeout, limits=tool_limits(cfg, timeout))
     if rc != 0:
         raise InputRejected("The video is damaged: its frames could not be listed.", detail=err)
@@ -139,7 +147,7 @@ def assess(info: ProbeResult, packets: SourcePackets | None, cfg: TranscodeConfi
     v = info.video
     if v is None:
         return Verdict(False, "audio only: there is no video to copy")
-    refusal = _refusal(info, cfg)
+    refusal = stream_refusal(info, cfg)
     if refusal is None and packets is not None:
         refusal = _packet_refusal(packets, cfg)
     if refusal is not None:
@@ -156,7 +164,9 @@ def assess(info: ProbeResult, packets: SourcePackets | None, cfg: TranscodeConfi
                          f"{_why_not_top(info, packets, cfg)} ({sound})", None, copy_audio)
 
 
-def _refusal(info: ProbeResult, cfg: TranscodeConfig) -> str | None:
+def stream_refusal(info: ProbeResult, cfg: TranscodeConfig) -> str | None:
+    """Why the streams alone (the probe, before any packet is listed) rule the copy out, or
+    None: then only the packet scan can still refuse, and the copy may start beside it."""
     v = info.video
     assert v is not None
     if v.codec != "h264":
@@ -262,8 +272,7 @@ def _hls(cfg: TranscodeConfig) -> list[str]:
             "-hls_flags", "independent_segments+temp_file"]
 
 
-def copy_command(cfg: TranscodeConfig, info: ProbeResult, verdict: Verdict,
-                 name: str) -> list[str]:
+def copy_command(cfg: TranscodeConfig, info: ProbeResult, name: str = COPY_NAME) -> list[str]:
     """Video copied into ``name/``, audio (copied or AAC) into ``FIRST_AUDIO/``; ffmpeg runs in
     the stage directory. No decode of the video."""
     assert info.video is not None
@@ -273,7 +282,7 @@ def copy_command(cfg: TranscodeConfig, info: ProbeResult, verdict: Verdict,
     streams = f"v:0,name:{name}"
     if info.audio is not None:
         cmd += ["-map", f"0:{info.audio.index}"]
-        cmd += ["-c:a", "copy"] if verdict.copy_audio else AUDIO_ENCODE
+        cmd += ["-c:a", "copy"] if audio_copyable(info) else AUDIO_ENCODE
         streams = f"v:0,agroup:{FIRST_AUDIO},name:{name} a:0,agroup:{FIRST_AUDIO},name:{FIRST_AUDIO}"
     cmd += ["-c:v", "copy", "-map_metadata", "-1", "-map_chapters", "-1", *_hls(cfg),
             "-hls_segment_filename", "%v/seg_%05d.m4s", "-var_stream_map", streams,

@@ -187,70 +187,90 @@ class _StderrTail:
 def run_ffmpeg(argv: list[str], cwd: Path, duration: float, deadline: float,
                on_progress: ProgressCallback | None, stop: "StopCheck | None" = None,
                limits: Limits | None = None) -> None:
-    """Run one long ffmpeg with ``-progress pipe:1``; kill it (by PID) on deadline, stop
-    request or any exception, and turn its exit into a ``TranscodeError``.
+    """Run one long ffmpeg with ``-progress pipe:1`` to its end (``Running.follow``)."""
+    Running(argv, cwd, limits).follow(duration, deadline, on_progress, stop)
+
+
+class Running:
+    """One started ffmpeg with ``-progress pipe:1``, its output drained by two threads so it
+    never blocks while the caller does something else (the fast path scans the source while
+    the speculative copy runs); ``follow`` waits for it, ``abandon`` kills it.
 
     If this process dies without running ``finally`` (an RQ work-horse killed with SIGKILL),
     the kernel kills ffmpeg too (``PR_SET_PDEATHSIG``): ffmpeg ignores SIGPIPE and would
     otherwise transcode on for nobody. ``limits`` (probe.ladder_limits) cap its memory and
     CPU time; hitting them raises ``InputRejected`` saying so.
     """
-    stop = stop or StopCheck(None)
-    started = time.monotonic()
-    cpu_before = children_cpu_s()
-    try:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=preexec(signal.SIGKILL, limits))
-    except OSError as exc:
-        raise FfmpegFailed("The video converter could not be started on the server.",
-                           detail=str(exc)) from exc
-    lines: queue.Queue = queue.Queue()
-    tail = _StderrTail()
 
-    def pump_stdout() -> None:
-        for raw in proc.stdout:
-            lines.put(raw)
-        lines.put(None)
+    def __init__(self, argv: list[str], cwd: Path, limits: Limits | None = None) -> None:
+        self.limits = limits
+        self.started = time.monotonic()
+        self.cpu_before = children_cpu_s()
+        try:
+            self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         preexec_fn=preexec(signal.SIGKILL, limits))
+        except OSError as exc:
+            raise FfmpegFailed("The video converter could not be started on the server.",
+                               detail=str(exc)) from exc
+        self.lines: queue.Queue = queue.Queue()
+        self.tail = _StderrTail()
+        self.threads = [threading.Thread(target=self._pump_stdout, daemon=True),
+                        threading.Thread(target=self.tail.consume, args=(self.proc.stderr,),
+                                         daemon=True)]
+        for thread in self.threads:
+            thread.start()
 
-    threads = [threading.Thread(target=pump_stdout, daemon=True),
-               threading.Thread(target=tail.consume, args=(proc.stderr,), daemon=True)]
-    for thread in threads:
-        thread.start()
-    parser, last_report, eof = ProgressParser(), float("-inf"), False
-    try:
-        while not eof or proc.poll() is None:
-            stop.check()
-            if time.monotonic() > deadline:
-                raise FfmpegFailed("The conversion took longer than allowed and was stopped.",
-                                   detail=tail.text)
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw)
+        self.lines.put(None)
+
+    def follow(self, duration: float, deadline: float, on_progress: ProgressCallback | None,
+               stop: "StopCheck | None" = None) -> None:
+        """Wait for the end, reporting progress; kill ffmpeg (by PID) on deadline, stop
+        request or any exception, and turn its exit into a ``TranscodeError``."""
+        stop = stop or StopCheck(None)
+        parser, last_report, eof = ProgressParser(), float("-inf"), False
+        try:
+            while not eof or self.proc.poll() is None:
+                stop.check()
+                if time.monotonic() > deadline:
+                    raise FfmpegFailed("The conversion took longer than allowed and was "
+                                       "stopped.", detail=self.tail.text)
+                try:
+                    raw = self.lines.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if raw is None:
+                    eof = True
+                    continue
+                snapshot = parser.feed(raw.decode("utf-8", errors="replace"))
+                now = time.monotonic()
+                if snapshot and on_progress and (now - last_report >= REPORT_EVERY_S
+                                                 or snapshot.finished):
+                    last_report = now
+                    percent, eta = estimate(snapshot, duration, now - self.started)
+                    on_progress(percent, eta)
+        finally:
+            self.abandon()
+        over = limit_error(self.proc.returncode, self.tail.text, self.limits,
+                           children_cpu_s() - self.cpu_before)
+        if over is not None:
+            raise over
+        _raise_for_exit(self.proc.returncode, self.tail)
+
+    def abandon(self) -> None:
+        """Kill ffmpeg if it still runs and reap it; its output is the caller's to remove."""
+        if self.proc.poll() is None:
+            self.proc.kill()
             try:
-                raw = lines.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            if raw is None:
-                eof = True
-                continue
-            snapshot = parser.feed(raw.decode("utf-8", errors="replace"))
-            now = time.monotonic()
-            if snapshot and on_progress and (now - last_report >= REPORT_EVERY_S
-                                             or snapshot.finished):
-                last_report = now
-                percent, eta = estimate(snapshot, duration, now - started)
-                on_progress(percent, eta)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(timeout=KILL_WAIT_S)
+                self.proc.wait(timeout=KILL_WAIT_S)
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
                 pass
-        for thread in threads:
+        for thread in self.threads:
             thread.join(timeout=KILL_WAIT_S)
-    over = limit_error(proc.returncode, tail.text, limits, children_cpu_s() - cpu_before)
-    if over is not None:
-        raise over
-    _raise_for_exit(proc.returncode, tail)
 
 
 def _raise_for_exit(returncode: int, tail: _StderrTail) -> None:
@@ -394,4 +414,4 @@ def _check_complete(playlist: MediaPlaylist, info: ProbeResult) -> None:
                             "s: the file looks incomplete.")
 
 
-__all__ = ["TranscodeResult", "transcode", "run_ffmpeg"]
+__all__ = ["Running", "TranscodeResult", "transcode", "run_ffmpeg"]

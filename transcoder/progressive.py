@@ -42,7 +42,7 @@ from transcoder.extras import STORYBOARD_FILE
 from transcoder.errors import FfmpegFailed
 from transcoder.ffmpeg import AUDIO_GROUP, IFRAME_PLAYLIST, MASTER_PLAYLIST, MEDIA_PLAYLIST
 from transcoder.ladder import RenditionPlan, plan_ladder
-from transcoder.pipeline import StopCheck, TranscodeResult, run_ffmpeg, transcode
+from transcoder.pipeline import Running, StopCheck, TranscodeResult, run_ffmpeg, transcode
 from transcoder.playlists import (
     AAC_LC, AudioRendition, MediaPlaylist, Variant, average_bitrate, avc_codec_from_init,
     iframe_bitrates, iframe_entries, parse_media_playlist, peak_bitrate, render_iframe_playlist,
@@ -187,6 +187,36 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path,
     stop.check(force=True)
     scratch.mkdir(parents=True, exist_ok=True)
     out: Target = LocalTarget(target, scratch) if isinstance(target, Path) else target
+    stage = scratch / "stage"
+    copying = _copy_early(info, cfg, stage, deadline)
+    try:
+        return _run(source, info, cfg, scratch, out, deadline, stop, should_stop, hooks,
+                    fan_out, copying)
+    finally:
+        if copying is not None:
+            copying.abandon()
+
+
+def _copy_early(info: ProbeResult, cfg: TranscodeConfig, stage: Path,
+                deadline: float) -> Running | None:
+    """Start the stream copy before the packet scan has judged the source, when the streams
+    alone allow it: on a 10-minute lecture the scan and the copy each took about a third of
+    a second one after the other, and playable waited for both. A copy the scan then refuses
+    is killed and its stage removed; without ``progressive`` a copy is only kept as the top
+    rung, so it is not started early."""
+    if not (cfg.fast_path and cfg.progressive and info.video is not None
+            and fastpath.stream_refusal(info, cfg) is None):
+        return None
+    _stage(stage, [fastpath.COPY_NAME] + ([fastpath.FIRST_AUDIO] if info.audio else []))
+    return Running(fastpath.copy_command(cfg, info), stage,
+                   ladder_limits(cfg, info, [], deadline - time.monotonic()))
+
+
+def _run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, out: Target,
+         deadline: float, stop: StopCheck, should_stop: Callable[[], bool] | None,
+         hooks: Hooks, fan_out: FanOut | None, copying: Running | None
+         ) -> TranscodeResult | None:
+    stage = scratch / "stage"
     packets = None
     if cfg.fast_path and info.video is not None:
         packets = fastpath.scan_source(cfg, info, max(1.0, min(fastpath.SCAN_TIMEOUT_S,
@@ -230,18 +260,21 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path,
             stand_share = 100.0
         board.set(standin, state=RenditionState.ENCODING)
         report(0.0, None)
-        stage = scratch / "stage"
-        _fresh(stage)
-        names = [standin] + ([AUDIO_GROUP if quick_plan else fastpath.FIRST_AUDIO]
-                             if info.audio is not None else [])
-        for name in names:
-            (stage / name).mkdir()
-        argv = (fastpath.first_rung_command(cfg, info, quick_plan) if quick_plan is not None
-                else fastpath.copy_command(cfg, info, verdict, standin))
-        sizes = [(quick_plan.width, quick_plan.height)] if quick_plan is not None else []
-        run_ffmpeg(argv, stage, info.duration, deadline,
-                   report.scaled(0.0, stand_share, [standin]), stop,
-                   ladder_limits(cfg, info, sizes, deadline - time.monotonic()))
+        progress = report.scaled(0.0, stand_share, [standin])
+        if copying is not None and quick_plan is None:
+            copying.follow(info.duration, deadline, progress, stop)
+            if standin != fastpath.COPY_NAME:
+                os.rename(stage / fastpath.COPY_NAME, stage / standin)
+        else:
+            if copying is not None:
+                copying.abandon()
+            _stage(stage, [standin] + ([AUDIO_GROUP if quick_plan else fastpath.FIRST_AUDIO]
+                                       if info.audio is not None else []))
+            argv = (fastpath.first_rung_command(cfg, info, quick_plan) if quick_plan is not None
+                    else fastpath.copy_command(cfg, info, standin))
+            sizes = [(quick_plan.width, quick_plan.height)] if quick_plan is not None else []
+            run_ffmpeg(argv, stage, info.duration, deadline, progress, stop,
+                       ladder_limits(cfg, info, sizes, deadline - time.monotonic()))
         if quick_plan is not None and info.audio is not None:
             os.rename(stage / AUDIO_GROUP, stage / fastpath.FIRST_AUDIO)
         _fix_target_duration(stage / standin / MEDIA_PLAYLIST)
@@ -265,6 +298,10 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path,
             piece = with_iframes(piece, kept, cfg, out, deadline)
             out.master(master_text([piece], group))
         published.append(piece)
+
+    elif copying is not None:
+        copying.abandon()
+        shutil.rmtree(stage, ignore_errors=True)
 
     if not ladder_plans:
         if not published:
@@ -562,3 +599,10 @@ def write_master(root: Path, pieces: list[Piece], audio_group: str | None) -> No
 def _fresh(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+
+
+def _stage(stage: Path, names: list[str]) -> None:
+    """An empty stage with one folder per output: ffmpeg's hls muxer creates files, not dirs."""
+    _fresh(stage)
+    for name in names:
+        (stage / name).mkdir()

@@ -150,6 +150,9 @@ def test_ineligible_sources_get_a_quick_first_rung_with_the_reason(clips, cfg, t
     assert "quick-120p/index.m3u8" not in [uri for _, uri in final]
     assert (live / "quick-120p/index.m3u8").is_file()  # kept for players already on it
     assert all(r["role"] != "standin" for r in result.renditions)
+    if clip == "gap20":  # the streams allowed a copy, started early; the scan refused it
+        assert not (live / fastpath.COPY_NAME).exists()
+        assert not (tmp_path / "scratch" / "stage" / fastpath.COPY_NAME).exists()
     if clip == "rotated":  # the quick rung and the ladder play upright (portrait)
         attrs = dict(first[0][0])
         w, h = (int(x) for x in attrs["RESOLUTION"].split("x"))
