@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from models.config import TranscodeConfig
@@ -328,8 +327,3 @@ def first_rung_command(cfg: TranscodeConfig, info: ProbeResult,
         end = cmd.index("-b:a:0", at) + 2  # the whole AAC encode: codec, profile, rate, bitrate
         cmd[at:end] = ["-c:a", "copy"]
     return cmd
-
-
-def stage_layout(stage: Path) -> None:
-    """ffmpeg writes into existing folders only (the hls muxer creates files, not dirs)."""
-    stage.mkdir(parents=True, exist_ok=True)

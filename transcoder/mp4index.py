@@ -15,6 +15,7 @@ demuxes with ffprobe, so a surprise costs time, never a wrong verdict.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -100,12 +101,13 @@ def _find(data: memoryview, *path: bytes) -> memoryview | None:
 
 def _u32s(data: memoryview, count: int, at: int) -> array:
     values = array("I")
+    if values.itemsize != 4:
+        raise ValueError("no 32-bit array type")
     values.frombytes(bytes(data[at:at + 4 * count]))
     if len(values) != count:
         raise ValueError("table shorter than its count")
-    if values.itemsize != 4:
-        raise ValueError("no 32-bit array type")
-    values.byteswap()  # big-endian on disk; every host this runs on is little-endian
+    if sys.byteorder == "little":
+        values.byteswap()  # the tables are big-endian on disk
     return values
 
 

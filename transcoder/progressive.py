@@ -190,8 +190,8 @@ def run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path,
     stage = scratch / "stage"
     copying = _copy_early(info, cfg, stage, deadline)
     try:
-        return _run(source, info, cfg, scratch, out, deadline, stop, should_stop, hooks,
-                    fan_out, copying)
+        return _run(source, info, cfg, scratch, stage, out, deadline, stop, should_stop,
+                    hooks, fan_out, copying)
     finally:
         if copying is not None:
             copying.abandon()
@@ -212,11 +212,10 @@ def _copy_early(info: ProbeResult, cfg: TranscodeConfig, stage: Path,
                    ladder_limits(cfg, info, [], deadline - time.monotonic()))
 
 
-def _run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, out: Target,
-         deadline: float, stop: StopCheck, should_stop: Callable[[], bool] | None,
-         hooks: Hooks, fan_out: FanOut | None, copying: Running | None
-         ) -> TranscodeResult | None:
-    stage = scratch / "stage"
+def _run(source: Path, info: ProbeResult, cfg: TranscodeConfig, scratch: Path, stage: Path,
+         out: Target, deadline: float, stop: StopCheck,
+         should_stop: Callable[[], bool] | None, hooks: Hooks, fan_out: FanOut | None,
+         copying: Running | None) -> TranscodeResult | None:
     packets = None
     if cfg.fast_path and info.video is not None:
         packets = fastpath.scan_source(cfg, info, max(1.0, min(fastpath.SCAN_TIMEOUT_S,
