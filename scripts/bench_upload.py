@@ -17,7 +17,9 @@ durable tusflow figure can be read against what the disk allows on this machine 
 Configurations: 1 MiB, 8 MiB and whole-file PATCHes at 1, 4 and 16 concurrent uploads sharing
 ``--gib`` GiB. Each is run ``--repeat`` times, the servers taking turns, and the median counts.
 For each it prints MB/s, the ratios against @tus/server, the server's CPU seconds per GiB
-(utime+stime of the server process from /proc/<pid>/stat, all threads), and the load average.
+(utime+stime of the server process from /proc/<pid>/stat, all threads), the system part of it
+for @tus/server and fsync on (kernel time: page cache copies and faults, which depend on the
+machine more than on the code), and the load average.
 Then the RSS growth of each server during one 2 GiB PATCH. ``--baseline DIR`` adds tusflow
 from another checkout (fsync off and on) as extra columns, to measure a change before and after.
 
@@ -92,7 +94,8 @@ def disk_rate(data_file: Path, folder: Path, total: int, chunk: int, concurrency
     finally:
         os.close(src)
     nbytes = sum(size for _, size in shares)
-    return {"bytes": nbytes, "seconds": elapsed, "mbps": nbytes / elapsed / 1e6, "cpu_per_gib": float("nan")}
+    return {"bytes": nbytes, "seconds": elapsed, "mbps": nbytes / elapsed / 1e6, "cpu_per_gib": float("nan"),
+            "sys_per_gib": float("nan")}
 
 
 def tusflow_server(work: Path, fsync: bool, code: Path | None = None) -> Server:
@@ -150,7 +153,7 @@ def bench(work: Path, data_file: Path, total: int, repeat: int, with_sink: bool,
         print(f"{total / GiB:g} GiB per configuration, median of {repeat}, load before: "
               f"{Path('/proc/loadavg').read_text().strip()}\n", flush=True)
         head = (f"{'config':<12}{'tus-node':>9}{'off':>7}{'on':>7}{'disk':>7}{'off/node':>9}{'on/node':>8}"
-                f"{'on/off':>7}{'on/disk':>8}   {'CPU s/GiB node':>14}{'off':>6}{'on':>6}{'load':>6}")
+                f"{'on/off':>7}{'on/disk':>8}   {'CPU s/GiB node':>14}{'off':>6}{'on':>6}{'sys node':>9}{'on':>6}{'load':>6}")
         for server in extra:
             head += f"{server.name.removeprefix('tusflow '):>16}"
         print("MB/s; off/on = tusflow with [storage] fsync = false/true; disk = durable writer\n" + head, flush=True)
@@ -170,10 +173,11 @@ def bench(work: Path, data_file: Path, total: int, repeat: int, with_sink: bool,
                 loads.append(load())
             med = {key: statistics.median(r["mbps"] for r in rs) for key, rs in runs.items()}
             cpu = {key: statistics.median(r["cpu_per_gib"] for r in rs) for key, rs in runs.items()}
+            sys_cpu = {key: statistics.median(r["sys_per_gib"] for r in rs) for key, rs in runs.items()}
             row = (f"{name:<12}{med[node.name]:>9.0f}{med[off.name]:>7.0f}{med[on.name]:>7.0f}{med['disk']:>7.0f}"
                    f"{med[off.name] / med[node.name]:>9.2f}{med[on.name] / med[node.name]:>8.2f}"
                    f"{med[on.name] / med[off.name]:>7.2f}{med[on.name] / med['disk']:>8.2f}   "
-                   f"{cpu[node.name]:>14.2f}{cpu[off.name]:>6.2f}{cpu[on.name]:>6.2f}{max(loads):>6.1f}")
+                   f"{cpu[node.name]:>14.2f}{cpu[off.name]:>6.2f}{cpu[on.name]:>6.2f}{sys_cpu[node.name]:>9.2f}{sys_cpu[on.name]:>6.2f}{max(loads):>6.1f}")
             for server in extra:
                 row += f"{med[server.name]:>16.0f}"
             print(row, flush=True)

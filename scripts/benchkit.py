@@ -127,9 +127,16 @@ def client_main(args: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ server side measurements
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all threads: kept apart because kernel time
+    (page faults, copies into the page cache) varies with the machine, not with our code."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -207,12 +214,12 @@ def run_client(base: str, kind: str, data_file: Path, total: int, chunk: int, co
 def measure(server: Server, data_file: Path, total: int, chunk: int, concurrency: int,
             also: Sequence[int] = (), check: Callable[[dict], None] | None = None) -> dict:
     """One client run against ``server``: its result plus MB/s, the server's CPU seconds per
-    GiB, its RSS before and its peak RSS during the run (MiB), and the CPU seconds per GiB of
+    GiB (and the system part of them), its RSS before and its peak RSS during the run (MiB), and the CPU seconds per GiB of
     the processes ``also`` (e.g. the S3 server behind it) over the same run. ``check`` sees
     the result before the server is cleaned (to read the stored bytes back)."""
     server.clean()
     subprocess.run(["sync"], check=False)  # no earlier run's dirty pages are written on our time
-    cpu0 = cpu_seconds(server.pid)
+    user0, sys0 = cpu_times(server.pid)
     also0 = [cpu_seconds(pid) for pid in also]
     rss0 = status_kib(server.pid, "VmRSS")
     reset_peak(server.pid)
@@ -220,9 +227,10 @@ def measure(server: Server, data_file: Path, total: int, chunk: int, concurrency
         result = run_client(server.url, server.kind, data_file, total, chunk, concurrency)
     except RuntimeError as exc:
         raise RuntimeError(f"{server.name}: {exc}") from None
-    cpu = cpu_seconds(server.pid) - cpu0
+    user1, sys1 = cpu_times(server.pid)
     gib = result["bytes"] / GiB
-    result.update(mbps=result["bytes"] / result["seconds"] / 1e6, cpu_per_gib=cpu / gib,
+    result.update(mbps=result["bytes"] / result["seconds"] / 1e6,
+                  cpu_per_gib=(user1 - user0 + sys1 - sys0) / gib, sys_per_gib=(sys1 - sys0) / gib,
                   rss_before_mib=rss0 / 1024, peak_rss_mib=status_kib(server.pid, "VmHWM") / 1024,
                   also_cpu_per_gib=[(cpu_seconds(pid) - c0) / gib for pid, c0 in zip(also, also0)])
     if check is not None:
