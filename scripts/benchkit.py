@@ -215,8 +215,9 @@ def measure(server: Server, data_file: Path, total: int, chunk: int, concurrency
             also: Sequence[int] = (), check: Callable[[dict], None] | None = None) -> dict:
     """One client run against ``server``: its result plus MB/s, the server's CPU seconds per
     GiB (and the system part of them), its RSS before and its peak RSS during the run (MiB),
-    and the CPU seconds per GiB of the processes ``also`` (e.g. the S3 server behind it) over the same run. ``check`` sees
-    the result before the server is cleaned (to read the stored bytes back)."""
+    and the CPU seconds per GiB of the processes ``also`` (e.g. the S3 server behind it) over
+    the same run. ``check`` sees the result before the server is cleaned (to read the stored
+    bytes back)."""
     server.clean()
     subprocess.run(["sync"], check=False)  # no earlier run's dirty pages are written on our time
     user0, sys0 = cpu_times(server.pid)
