@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping, TypeVar
 
 from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from models.clock import utcnow
+
+Row = TypeVar("Row", bound=SQLModel)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -32,6 +35,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is not None:
             return value.astimezone(timezone.utc)
         return value
+
+
+def from_row(cls: type[Row], values: Mapping[str, Any]) -> Row:
+    """A detached instance built the way the ORM builds what it loads: ``__new__`` (where
+    SQLModel readies pydantic's state) and the values straight into the instance dict.
+    ``cls(**values)`` sends every column through SQLAlchemy's attribute events and pydantic's
+    setattr, 44 us for an Upload against 2 us here, and the tus handler reads an upload row
+    on every PATCH and HEAD. Setting attributes afterwards works as on any instance.
+
+    The mappers must be configured first (the constructor and every query do that on first
+    use): until then the class's attributes cannot read the instance dict."""
+    if not cls.__mapper__.configured:  # type: ignore[attr-defined]
+        configure_mappers()
+    obj = cls._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    obj.__dict__.update(values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    return obj
 
 
 # Every timestamp column uses this (``sa_type=Timestamp``); migrations render it as

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.db import never_waits, session_scope
-from models.tables import Upload
+from models.tables import Upload, from_row
 from models.clock import utcnow
 from tus_server.tus import errors as E
 
@@ -53,7 +53,7 @@ class UploadRepo:
         def _get() -> Upload | None:
             with self.engine.connect() as conn:
                 row = conn.execute(_BY_ID, {"upload_id": upload_id}).first()
-            return None if row is None else Upload(**row._mapping)
+            return None if row is None else from_row(Upload, row._mapping)
         if self.inline_reads:
             return _get()
         return await anyio.to_thread.run_sync(_get)
@@ -62,7 +62,7 @@ class UploadRepo:
         def _many() -> dict[str, Upload]:
             with self.engine.connect() as conn:
                 rows = conn.execute(select(_TABLE).where(_TABLE.c.id.in_(ids))).all()
-            return {row.id: Upload(**row._mapping) for row in rows}
+            return {row.id: from_row(Upload, row._mapping) for row in rows}
         return await anyio.to_thread.run_sync(_many)
 
     async def add(self, upload: Upload, check: Callable[[Session], None] | None = None) -> Upload:
