@@ -19,7 +19,11 @@ Configurations: 1 MiB, 8 MiB and whole-file PATCHes at 1, 4 and 16 concurrent up
 For each it prints MB/s, the ratios against @tus/server, the server's CPU seconds per GiB
 (utime+stime of the server process from /proc/<pid>/stat, all threads), the system part of it
 for @tus/server and fsync on (kernel time: page cache copies and faults, which depend on the
-machine more than on the code), and the load average.
+machine more than on the code), and the load average. Before the first configuration every
+server and the disk writer run one untimed 8 MiB x4 pass: on a freshly booted VM the first
+gigabytes written land in guest pages the host has never backed, and that first touch cost
+(measured here: a 512 MiB dd with fdatasync took 1.63 s of system time, then 0.88, then
+0.17) would otherwise be charged to whichever server happened to run first.
 Then the RSS growth of each server during one 2 GiB PATCH. ``--baseline DIR`` adds tusflow
 from another checkout (fsync off and on) as extra columns, to measure a change before and after.
 
@@ -156,6 +160,11 @@ def bench(work: Path, data_file: Path, total: int, repeat: int, with_sink: bool,
                 f"{'on/off':>7}{'on/disk':>8}   {'CPU s/GiB node':>14}{'off':>6}{'on':>6}{'sys node':>9}{'on':>6}{'load':>6}")
         for server in extra:
             head += f"{server.name.removeprefix('tusflow '):>16}"
+        for server in servers:  # untimed: see the module docstring
+            measure(server, data_file, total, 8 * MiB, 4)
+        disk_rate(data_file, disk_dir, total, 8 * MiB, 4)
+        for path in disk_dir.glob("*"):
+            path.unlink()
         print("MB/s; off/on = tusflow with [storage] fsync = false/true; disk = durable writer\n" + head, flush=True)
         for name, chunk, n in configs(total):
             runs: dict[str, list[dict]] = {s.name: [] for s in servers}
