@@ -22,6 +22,36 @@ _TABLE = Upload.__table__  # type: ignore[attr-defined]
 _BY_ID = select(_TABLE).where(_TABLE.c.id == bindparam("upload_id"))
 
 
+class InlineReader:
+    """The row read of PATCH and HEAD on the event loop (``UploadRepo.inline_reads``): one
+    SQLite connection of its own, taken out of the pool with the engine's settings, the
+    statement compiled once and SQLAlchemy's own result processors applied to the values, so
+    they are exactly what a Core read returns. A pooled Core read spent most of its time in
+    the pool's checkout and return and in building the execution context and the result: a
+    HEAD took about 204 us of user CPU with it and 108 us with this (in-process, 5000 HEADs,
+    three runs each).
+
+    Without a transaction open, each SELECT sees the newest commit (WAL readers take a fresh
+    snapshot per statement)."""
+
+    def __init__(self, engine: Engine):
+        self._pooled = engine.raw_connection()  # kept: it closes the connection when collected
+        self._conn = self._pooled.driver_connection
+        self._pooled.detach()  # the pool neither takes it back nor hands it to a thread
+        self._conn.isolation_level = None  # autocommit: never an open read transaction
+        dialect = engine.dialect
+        self._sql = str(_BY_ID.compile(dialect=dialect))
+        self._columns = [(c.name, c.type._cached_result_processor(dialect, None))
+                         for c in _TABLE.columns]
+
+    def get(self, upload_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute(self._sql, (upload_id,)).fetchone()
+        if row is None:
+            return None
+        return {name: (value if proc is None or value is None else proc(value))
+                for (name, proc), value in zip(self._columns, row)}
+
+
 class UploadRepo:
     """Reads and the offset update of every PATCH go through SQLAlchemy Core rather than the
     ORM: they run several times per request, and the ORM's session and identity map cost
@@ -37,6 +67,7 @@ class UploadRepo:
         # from 2.56/2.96 to 2.38/2.58 CPU s/GiB and 10-15 % faster. A PostgreSQL read is a
         # network round trip and stays on a thread.
         self.inline_reads = never_waits(engine)
+        self._reader: InlineReader | None = None
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         def _call() -> T:
@@ -55,7 +86,10 @@ class UploadRepo:
                 row = conn.execute(_BY_ID, {"upload_id": upload_id}).first()
             return None if row is None else from_row(Upload, row._mapping)
         if self.inline_reads:
-            return _get()
+            if self._reader is None:
+                self._reader = InlineReader(self.engine)
+            values = self._reader.get(upload_id)
+            return None if values is None else from_row(Upload, values)
         return await anyio.to_thread.run_sync(_get)
 
     async def get_many(self, ids: list[str]) -> dict[str, Upload]:
