@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -108,6 +109,10 @@ def run_one(root: Path, clip: Path, workers: int, transcode: dict[str, str],
     """One upload on a fresh stack. ``pin``: the workers are started here, outside ``tusflow
     up``, worker i pinned to core i alone (``taskset -c i``; its ffmpeg inherits that), and
     the server and Redis are not pinned; else ``tusflow up`` starts ``workers`` unpinned."""
+    # Dirty pages of the clips just generated (or of the last run) must not be written back
+    # on this run's time: ext4 commits them with the next journal transaction, and the
+    # worker's first mkdir or rename waited for that.
+    os.sync()
     folder = Path(tempfile.mkdtemp(dir=root))
     config = write_config(folder, 0 if pin else workers, transcode)
     stack = start_up(config, grace=0.0 if playable_only else None)
