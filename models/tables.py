@@ -39,7 +39,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def from_row(cls: type[Row], values: Mapping[str, Any]) -> Row:
     """A detached instance built the way the ORM builds what it loads: ``__new__`` (where
-    SQLModel readies pydantic's state) and the values straight into the instance dict.
+    SQLModel readies pydantic's state) and ``values``, a whole row, straight into the
+    instance dict (no defaults are applied: a column left out reads as None).
     ``cls(**values)`` sends every column through SQLAlchemy's attribute events and pydantic's
     setattr, 44 us for an Upload against 2 us here, and the tus handler reads an upload row
     on every PATCH and HEAD. Setting attributes afterwards works as on any instance.
