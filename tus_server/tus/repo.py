@@ -35,7 +35,7 @@ class InlineReader:
     snapshot per statement)."""
 
     def __init__(self, engine: Engine):
-        self._pooled = engine.raw_connection()  # kept: it closes the connection when collected
+        self._pooled = engine.raw_connection()  # held for as long as the reader lives
         self._conn = self._pooled.driver_connection
         self._pooled.detach()  # the pool neither takes it back nor hands it to a thread
         self._conn.isolation_level = None  # autocommit: never an open read transaction
